@@ -1,0 +1,32 @@
+# The two commands (README): `make serve` and `make test`. Everything installs into .venv.
+SHELL := /bin/bash
+PY ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.loramux-installed
+DEMO ?= .demo
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install serve test test-unit test-integration bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml scripts/install.sh
+	PY=$(PY) VENV=$(VENV) bash scripts/install.sh
+	touch $(STAMP)
+
+serve: install
+	$(BIN)/python -m loramux.server.demo --dir $(DEMO) --host $(HOST) --port $(PORT)
+
+test: install
+	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+
+test-unit: install
+	$(BIN)/python -m pytest -ra -m "not integration" $(PYTEST_ARGS)
+
+bench: install
+	$(BIN)/python tests/bench/bench_overhead.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) build *.egg-info

@@ -1,0 +1,103 @@
+"""The manifest of one published adapter version, and the content hash that names it.
+
+A version is exactly the adapter files vLLM and peft load (`adapter_config.json`,
+`adapter_model.safetensors`); its name is a sha256 over them, so two publishes of the same
+bytes are the same version and a flipped bit anywhere is detectable before load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.names import SHORT_VERSION, AdapterRef, Segment
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+MANIFEST_FILE = "manifest.json"
+
+Method = Literal["lora", "qlora"]
+
+
+def file_sha256(path: Path) -> str:
+    """Streaming sha256 of one file."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def content_hash(adapter_dir: str | Path) -> str:
+    """The version of the adapter in `adapter_dir`: sha256 over the names and hashes of its files."""
+    outer = hashlib.sha256()
+    for name in ADAPTER_FILES:
+        outer.update(f"{name}\0{file_sha256(Path(adapter_dir) / name)}\n".encode())
+    return outer.hexdigest()
+
+
+def read_adapter_config(adapter_dir: str | Path) -> dict:
+    """The adapter's peft config; InvalidRequest when missing or not a JSON object."""
+    path = Path(adapter_dir) / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidRequest(f"cannot read {CONFIG_FILE}: {e}", param="adapter") from None
+    if not isinstance(config, dict):
+        raise InvalidRequest(f"{CONFIG_FILE} is not a JSON object", param="adapter")
+    return config
+
+
+class Manifest(BaseModel):
+    """Everything the platform records about one immutable adapter version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = 1
+    tenant: Segment
+    name: Segment
+    version: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 content hash of the adapter files")
+    base_model: str = Field(description="served id of the base the adapter was trained on")
+    base_fingerprint: str = Field(description="hash of the base's config; must match the serving base")
+    method: Method = "lora"
+    rank: int = Field(gt=0)
+    alpha: float
+    target_modules: list[str]
+    data_hash: str | None = Field(None, description="hash of the training data")
+    eval_scores: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+
+    @classmethod
+    def create(cls, adapter_dir: str | Path, *, tenant: str, name: str, base: BaseSpec,
+               method: Method = "lora", data_hash: str | None = None,
+               eval_scores: dict[str, float] | None = None) -> Manifest:
+        """Describe the adapter in `adapter_dir`: rank, alpha and targets come from its config."""
+        config = read_adapter_config(adapter_dir)
+        targets = config.get("target_modules") or []
+        return cls(tenant=tenant, name=name, version=content_hash(adapter_dir), base_model=base.id,
+                   base_fingerprint=base.fingerprint, method=method, rank=config.get("r", 0),
+                   alpha=config.get("lora_alpha", config.get("r", 0)),
+                   target_modules=sorted([targets] if isinstance(targets, str) else targets),
+                   data_hash=data_hash, eval_scores=eval_scores or {})
+
+    @property
+    def ref(self) -> AdapterRef:
+        """The exact, immutable reference to this version."""
+        return AdapterRef(tenant=self.tenant, name=self.name, selector=self.version)
+
+    @property
+    def short_version(self) -> str:
+        return self.version[:SHORT_VERSION]
+
+    @property
+    def served_name(self) -> str:
+        """`tenant/name@shortversion`, what /v1/models lists for a pinned version."""
+        return f"{self.tenant}/{self.name}@{self.short_version}"
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2) + "\n"

@@ -1,0 +1,1 @@
+"""Adapter stores: where published versions live (local filesystem, S3)."""

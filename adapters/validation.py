@@ -1,0 +1,245 @@
+"""Is this adapter servable on this base? Every check runs; all problems come back at once.
+
+Runs before publish (trainer) and before load (server), like vLLM's `PEFTHelper`: the
+engine would otherwise fail late, one problem at a time, or — worse — load an adapter
+for another base without complaint. Only headers are read: no tensor data, no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
+
+from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, content_hash
+
+# Linear layers of a Llama-style decoder layer; used when no base is given.
+LLAMA_LINEARS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+_LORA_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:.*\.)?([A-Za-z0-9_]+)\.lora_([AB])\.weight$")
+
+
+class Problem(BaseModel):
+    """One finding. `check` names the rule, so callers can branch without reading text."""
+
+    check: str
+    message: str
+    severity: Literal["error", "warning"] = "error"
+
+
+class ValidationReport(BaseModel):
+    adapter: str
+    problems: list[Problem] = []
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def raise_for_errors(self) -> ValidationReport:
+        """Raise AdapterInvalid listing every error; returns self (warnings only) otherwise."""
+        if self.errors:
+            raise AdapterInvalid(self)
+        return self
+
+
+class AdapterInvalid(InvalidRequest):
+    """The adapter cannot be served; `report.problems` holds every reason."""
+
+    code = "invalid_adapter"
+
+    def __init__(self, report: ValidationReport) -> None:
+        lines = "\n".join(f"- [{p.check}] {p.message}" for p in report.errors)
+        n = len(report.errors)
+        super().__init__(f"adapter {report.adapter} is not servable ({n} problem{'s' * (n != 1)}):\n{lines}",
+                         param="adapter")
+        self.report = report
+
+
+@dataclass
+class LoraTensor:
+    layer: int
+    module: str
+    kind: Literal["A", "B"]
+    shape: tuple[int, ...]
+
+
+@dataclass
+class Adapter:
+    """What the checks look at; `None` where it could not be read (already reported)."""
+
+    path: Path
+    config: dict | None = None
+    tensors: dict[str, tuple[int, ...]] | None = None
+    lora: list[LoraTensor] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What the serving side requires; every field optional (unknown -> not checked)."""
+
+    base: BaseSpec | None = None
+    max_rank: int | None = None
+    manifest: Manifest | None = None
+
+
+Check = Callable[[Adapter, Policy], Iterator[Problem]]
+CHECKS: dict[str, Check] = {}
+
+
+def check(name: str) -> Callable[[Check], Check]:
+    def register(fn: Check) -> Check:
+        CHECKS[name] = fn
+        return fn
+    return register
+
+
+def _err(check_name: str, message: str) -> Problem:
+    return Problem(check=check_name, message=message)
+
+
+def _read(path: Path) -> tuple[Adapter, list[Problem]]:
+    """Load the config and the safetensors header, reporting what cannot be read."""
+    adapter, problems = Adapter(path=path), []
+    try:
+        adapter.config = json.loads((path / CONFIG_FILE).read_text())
+        if not isinstance(adapter.config, dict):
+            adapter.config = None
+            problems.append(_err("config", f"{CONFIG_FILE} is not a JSON object"))
+    except (OSError, ValueError) as e:
+        problems.append(_err("config", f"cannot read {CONFIG_FILE}: {e}"))
+    weights = path / WEIGHTS_FILE
+    if not weights.is_file():
+        extra = " (pickled .bin weights are not accepted; save with safe_serialization)" \
+            if (path / "adapter_model.bin").exists() else ""
+        problems.append(_err("weights", f"{WEIGHTS_FILE} is missing{extra}"))
+        return adapter, problems
+    try:
+        from safetensors import safe_open
+
+        with safe_open(weights, framework="numpy") as f:
+            adapter.tensors = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:  # safetensors raises several types for a corrupt file
+        problems.append(_err("weights", f"{WEIGHTS_FILE} is unreadable or corrupt: {e}"))
+        return adapter, problems
+    for key, shape in adapter.tensors.items():
+        if m := _LORA_KEY.search(key):
+            adapter.lora.append(LoraTensor(int(m[1]), m[2], m[3], shape))
+    return adapter, problems
+
+
+@check("config")
+def _config(a: Adapter, p: Policy) -> Iterator[Problem]:
+    if a.config is None:
+        return
+    if a.config.get("peft_type", "LORA") != "LORA":
+        yield _err("config", f"peft_type is {a.config['peft_type']!r}; only LORA adapters are served")
+    r = a.config.get("r")
+    if not isinstance(r, int) or r <= 0:
+        yield _err("config", f"rank `r` must be a positive integer, got {r!r}")
+    if a.tensors is not None and not a.lora:
+        yield _err("weights", f"{WEIGHTS_FILE} holds no LoRA A/B tensors")
+
+
+@check("integrity")
+def _integrity(a: Adapter, p: Policy) -> Iterator[Problem]:
+    if p.manifest is None or a.tensors is None:
+        return
+    actual = content_hash(a.path)
+    if actual != p.manifest.version:
+        yield _err("integrity", f"files hash to {actual[:12]}, not to the published version "
+                   f"{p.manifest.short_version}: the stored copy is corrupt")
+
+
+@check("base")
+def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
+    if p.base is None:
+        return
+    if p.manifest is not None and p.manifest.base_fingerprint != p.base.fingerprint:
+        yield _err("base", f"trained on base {p.manifest.base_model!r} (fingerprint "
+                   f"{p.manifest.base_fingerprint}), serving base is {p.base.id!r} ({p.base.fingerprint})")
+    shapes, seen = p.base.linear_shapes(), set()
+    for t in a.lora:
+        if t.layer >= p.base.num_hidden_layers and ("layer", t.layer) not in seen:
+            seen.add(("layer", t.layer))
+            yield _err("base", f"adapter has layer {t.layer}; the base has {p.base.num_hidden_layers} layers")
+        if t.module not in shapes or len(t.shape) != 2:
+            continue
+        fan_in, fan_out = shapes[t.module]
+        dim, want = (t.shape[1], fan_in) if t.kind == "A" else (t.shape[0], fan_out)
+        if dim != want and (t.module, t.kind) not in seen:
+            seen.add((t.module, t.kind))
+            side = "in_features" if t.kind == "A" else "out_features"
+            yield _err("base", f"{t.module}.lora_{t.kind} has {side} {dim}; the base's {t.module} has {want}")
+
+
+@check("rank")
+def _rank(a: Adapter, p: Policy) -> Iterator[Problem]:
+    ranks = {t.shape[0] if t.kind == "A" else t.shape[-1] for t in a.lora if t.shape}
+    declared = a.config.get("r") if a.config else None
+    if isinstance(declared, int):
+        ranks.add(declared)
+        pattern = (a.config.get("rank_pattern") or {}).values()
+        ranks.update(v for v in pattern if isinstance(v, int))
+    if p.max_rank is not None and ranks and max(ranks) > p.max_rank:
+        yield _err("rank", f"rank {max(ranks)} is above the server's cap of {p.max_rank}")
+
+
+@check("dora")
+def _dora(a: Adapter, p: Policy) -> Iterator[Problem]:
+    in_tensors = any("lora_magnitude_vector" in k for k in a.tensors or {})
+    if (a.config or {}).get("use_dora") or in_tensors:
+        yield _err("dora", "DoRA adapters (use_dora) are not supported by the engine")
+
+
+@check("modules_to_save")
+def _modules_to_save(a: Adapter, p: Policy) -> Iterator[Problem]:
+    listed = (a.config or {}).get("modules_to_save") or []
+    in_tensors = sorted({k for k in a.tensors or {} if "modules_to_save" in k})
+    if listed or in_tensors:
+        what = ", ".join(listed) if listed else f"{len(in_tensors)} tensors"
+        yield _err("modules_to_save", f"modules_to_save ({what}) is not supported: the adapter must hold"
+                   " LoRA weights only")
+
+
+@check("target_modules")
+def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
+    known = set(p.base.linear_shapes()) if p.base else LLAMA_LINEARS
+    targets = (a.config or {}).get("target_modules") or []
+    listed = set(targets) if isinstance(targets, list) else set()  # a str is a regex or "all-linear"
+    unknown = sorted((listed | {t.module for t in a.lora}) - known)
+    if unknown:
+        yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}")
+
+
+@check("quantization")
+def _quantization(a: Adapter, p: Policy) -> Iterator[Problem]:
+    if p.manifest and p.base and p.manifest.method == "qlora" and p.base.quantization is None:
+        yield Problem(check="quantization", severity="warning",
+                      message="trained on a 4-bit base (QLoRA), served on a 16-bit one: outputs"
+                      " will differ slightly from those measured at training time")
+
+
+def validate_adapter(path: str | Path, *, base: BaseSpec | None = None, max_rank: int | None = None,
+                     manifest: Manifest | None = None) -> ValidationReport:
+    """Run every check in CHECKS on the adapter in `path`; never raises for a bad adapter."""
+    path = Path(path)
+    adapter, problems = _read(path)
+    policy = Policy(base=base, max_rank=max_rank, manifest=manifest)
+    for fn in CHECKS.values():
+        problems.extend(fn(adapter, policy))
+    label = manifest.served_name if manifest else str(path)
+    return ValidationReport(adapter=label, problems=problems)

@@ -1,0 +1,1 @@
+"""loramux.server: the OpenAI-compatible HTTP server over the engine seam."""

@@ -1,0 +1,1 @@
+"""The engine seam: the only place that imports vLLM."""

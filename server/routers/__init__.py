@@ -1,0 +1,1 @@
+"""Per-feature HTTP routers."""

@@ -1,0 +1,1 @@
+"""loramux.trainer: turns a tenant's data into a checked, registered adapter."""
