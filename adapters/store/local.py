@@ -18,7 +18,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
@@ -47,14 +47,14 @@ def write_atomic(path: Path, text: str) -> None:
     _fsync(path.parent)
 
 
-def stage_version(staging: Path, src: Path, manifest: Manifest, copy=shutil.copyfile) -> None:
+def stage_version(staging: Path, manifest: Manifest, copy: Callable[[str, Path], None]) -> None:
     """Fill `staging` with the adapter files + manifest, fsynced; checks the bytes hash to the version.
 
-    `copy(src_file, dst_file)` brings one file in (a local copy, or an S3 download).
+    `copy(file_name, dst)` brings one adapter file in (a local copy, or an S3 download).
     """
     staging.mkdir(parents=True)
     for name in ADAPTER_FILES:
-        copy(src / name, staging / name)
+        copy(name, staging / name)
         _fsync(staging / name)
     actual = content_hash(staging)
     if actual != manifest.version:
@@ -131,7 +131,7 @@ class LocalStore(StoreBase):
         self._sweep_staging()
         staging = self._staging / uuid.uuid4().hex
         try:
-            stage_version(staging, src, manifest)
+            stage_version(staging, manifest, lambda name, dst: shutil.copyfile(src / name, dst))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

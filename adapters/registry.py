@@ -1,0 +1,101 @@
+"""Public name -> immutable version -> local path; and the one way to publish.
+
+The server asks `Resolver.resolve(model, tenant=...)` on every request naming an adapter:
+aliases are read afresh each time (they move), the version they give never changes, and
+the path handed to the engine is checked to lie inside the store root. The trainer calls
+`publish`, which validates first, so nothing unservable ever gets a version.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.manifest import Manifest, Method
+from loramux.adapters.names import AdapterRef
+from loramux.adapters.store.base import AdapterStore, not_found
+from loramux.adapters.validation import Problem, validate_adapter
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a served name points at right now."""
+
+    manifest: Manifest
+    path: Path
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    @property
+    def engine_name(self) -> str:
+        """`tenant/name@fullversion`: a name the engine may cache forever (it never changes meaning)."""
+        return str(self.manifest.ref)
+
+
+def within(root: Path, path: str | Path) -> Path | None:
+    """`path` with symlinks resolved, or None when that lies outside `root`."""
+    real = Path(os.path.realpath(path))
+    return real if real.is_relative_to(root) else None
+
+
+class Resolver:
+    """Resolves served adapter names against one store, tenant-scoped."""
+
+    def __init__(self, store: AdapterStore) -> None:
+        self.store = store
+        self.root = Path(os.path.realpath(store.root))
+
+    def resolve(self, model: str | AdapterRef, *, tenant: str | None = None) -> Resolved:
+        """Resolve `model` for a caller of `tenant` (None: any tenant, for admins).
+
+        Unknown, malformed, other tenants' and out-of-store names all raise the same
+        NotFound, so a caller learns nothing about adapters it may not use.
+        """
+        try:
+            ref = model if isinstance(model, AdapterRef) else AdapterRef.parse(model)
+        except InvalidRequest:
+            raise not_found(model) from None
+        if tenant is not None and ref.tenant != tenant:
+            raise not_found(model)
+        manifest = self.store.resolve(ref)
+        path = within(self.root, self.store.fetch(manifest))
+        if path is None:
+            raise not_found(model)
+        return Resolved(manifest=manifest, path=path)
+
+    def check_path(self, path: str | Path, param: str = "lora_path") -> Path:
+        """Admin-supplied adapter path (vLLM's load_lora_adapter): must lie inside the store."""
+        real = within(self.root, path)
+        if real is None:
+            raise InvalidRequest(f"{path} is outside the adapter store {self.root}", param=param)
+        if not real.is_dir():
+            raise NotFound(f"no adapter at {path}", param=param)
+        return real
+
+
+@dataclass(frozen=True)
+class Published:
+    manifest: Manifest
+    warnings: list[Problem]
+
+
+def publish(store: AdapterStore, adapter_dir: str | Path, *, tenant: str, name: str, base: BaseSpec,
+            method: Method = "lora", data_hash: str | None = None,
+            eval_scores: dict[str, float] | None = None, aliases: tuple[str, ...] = (),
+            max_rank: int | None = None) -> Published:
+    """Validate, then publish atomically, then point `aliases` (e.g. `("prod",)`) at the version.
+
+    Raises AdapterInvalid listing every problem; warnings come back in the result.
+    """
+    report = validate_adapter(adapter_dir, base=base, max_rank=max_rank).raise_for_errors()
+    manifest = Manifest.create(adapter_dir, tenant=tenant, name=name, base=base, method=method,
+                               data_hash=data_hash, eval_scores=eval_scores)
+    stored = store.put(adapter_dir, manifest)
+    for alias in aliases:
+        store.set_alias(stored.ref, alias)
+    return Published(manifest=stored, warnings=report.warnings)
