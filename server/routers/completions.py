@@ -1,0 +1,59 @@
+"""POST /v1/completions and /v1/chat/completions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from loramux.adapters.errors import LoramuxError
+
+from ..errors import sse_error
+from ..generation import GenerationService
+from ..openai_protocol import ChatCompletionRequest, CompletionRequest
+
+router = APIRouter()
+
+
+def get_service(request: Request) -> GenerationService:
+    return request.app.state.service
+
+
+Service = Annotated[GenerationService, Depends(get_service)]
+
+
+async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    try:
+        async for line in lines:
+            yield line
+    except BaseException as exc:  # headers are out: report in-band, then end the stream
+        if not isinstance(exc, Exception):
+            raise
+        yield sse_error(exc)
+        yield "data: [DONE]\n\n"
+
+
+async def _answer(service: GenerationService, req, endpoint: str):
+    try:
+        result = await service.respond(req)
+    except LoramuxError as exc:
+        known = exc.code != "model_not_found"
+        service.metrics.count(req.model if known else "-", endpoint, exc.status_code)
+        raise
+    service.metrics.count(req.model, endpoint, 200)
+    if req.stream:
+        return StreamingResponse(_guarded(result), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+    return JSONResponse(result)
+
+
+@router.post("/v1/completions")
+async def completions(req: CompletionRequest, service: Service):
+    return await _answer(service, req, "completions")
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(req: ChatCompletionRequest, service: Service):
+    return await _answer(service, req, "chat")
