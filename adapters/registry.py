@@ -64,7 +64,7 @@ class Resolver:
             raise not_found(model)
         manifest = self.store.resolve(ref)
         path = within(self.root, self.store.fetch(manifest))
-        if path is None:
+        if path is None or not path.is_dir():
             raise not_found(model)
         return Resolved(manifest=manifest, path=path)
 

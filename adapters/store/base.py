@@ -105,7 +105,8 @@ class StoreBase(ABC):
                                      " give more characters", param="model")
             version = matches[0] if matches else None
         manifest = version and self._read_manifest(ref.tenant, ref.name, version)
-        if not manifest:
+        # A manifest that names another adapter was copied or linked in: not this name's version.
+        if not manifest or (manifest.tenant, manifest.name, manifest.version) != (ref.tenant, ref.name, version):
             raise not_found(ref)
         return manifest
 

@@ -1,0 +1,63 @@
+"""Content addressing and base fingerprints."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, content_hash
+
+
+def test_the_version_depends_on_the_bytes_only(adapter_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(adapter_dir, copy)
+    (copy / "README.md").write_text("a model card is not part of the version")
+    assert content_hash(copy) == content_hash(adapter_dir)
+    data = bytearray((copy / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 1
+    (copy / WEIGHTS_FILE).write_bytes(bytes(data))
+    assert content_hash(copy) != content_hash(adapter_dir)
+
+
+def test_the_manifest_describes_the_adapter(make_adapter, base_spec):
+    path = make_adapter(r=4, lora_alpha=8, target_modules=["v_proj", "q_proj", "down_proj"])
+    m = Manifest.create(path, tenant="acme", name="support", base=base_spec, method="qlora",
+                        data_hash="sha256:abc", eval_scores={"exact_match": 1.0})
+    assert (m.rank, m.alpha, m.target_modules) == (4, 8.0, ["down_proj", "q_proj", "v_proj"])
+    assert (m.base_model, m.base_fingerprint) == ("tiny", base_spec.fingerprint)
+    assert m.version == content_hash(path)
+    assert m.served_name == f"acme/support@{m.version[:12]}"
+    assert Manifest.model_validate_json(m.to_json()) == m
+
+
+def test_a_manifest_needs_a_readable_adapter_config(tmp_path, base_spec):
+    (tmp_path / CONFIG_FILE).write_text("not json")
+    with pytest.raises(InvalidRequest):
+        Manifest.create(tmp_path, tenant="acme", name="support", base=base_spec)
+
+
+def test_the_base_fingerprint_follows_the_model_not_the_library(tiny_base, base_spec, tmp_path):
+    config = json.loads((tiny_base / "config.json").read_text())
+    identity = json.loads((tiny_base / "loramux_base.json").read_text())
+    relabelled = {**config, "transformers_version": "9.9.9", "_name_or_path": "/elsewhere", "dtype": "bfloat16"}
+    assert BaseSpec.from_config(relabelled, "tiny", identity).fingerprint == base_spec.fingerprint
+    wider = {**config, "intermediate_size": 1024}
+    assert BaseSpec.from_config(wider, "tiny", identity).fingerprint != base_spec.fingerprint
+    other_seed = {**identity, "seed": identity["seed"] + 1}  # same shape, different weights
+    assert BaseSpec.from_config(config, "tiny", other_seed).fingerprint != base_spec.fingerprint
+
+
+def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
+    assert base_spec.linear_shapes()["k_proj"] == (256, 128)  # 2 kv heads of 64
+    assert base_spec.quantization is None
+    config = json.loads((tiny_base / "config.json").read_text())
+    quantized = {**config, "quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}
+    spec = BaseSpec.from_config(quantized, "tiny")
+    assert spec.quantization == "nf4"
+    assert spec.fingerprint == BaseSpec.from_config(config, "tiny").fingerprint
+    with pytest.raises(InvalidRequest):
+        BaseSpec.from_dir(tiny_base / "nowhere")
