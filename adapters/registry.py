@@ -1,14 +1,16 @@
 """Public name -> immutable version -> local path; and the one way to publish.
 
 The server asks `Resolver.resolve(model, tenant=...)` on every request naming an adapter:
-aliases are read afresh each time (they move), the version they give never changes, and
-the path handed to the engine is checked to lie inside the store root. The trainer calls
+aliases are read afresh each time (they move) unless `ttl_s` allows reusing an answer that
+long (worth it on S3, where a resolve is two GETs), the version they give never changes,
+and the path handed to the engine is checked to lie inside the store root. The trainer calls
 `publish`, which validates first, so nothing unservable ever gets a version.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +46,17 @@ def within(root: Path, path: str | Path) -> Path | None:
 
 
 class Resolver:
-    """Resolves served adapter names against one store, tenant-scoped."""
+    """Resolves served adapter names against one store, tenant-scoped.
 
-    def __init__(self, store: AdapterStore) -> None:
+    `ttl_s` > 0 reuses a successful answer for that long: an alias move or a delete then
+    takes up to `ttl_s` to show. Failures are never cached.
+    """
+
+    def __init__(self, store: AdapterStore, *, ttl_s: float = 0.0) -> None:
         self.store = store
         self.root = Path(os.path.realpath(store.root))
+        self.ttl_s = ttl_s
+        self._cache: dict[AdapterRef, tuple[float, Resolved]] = {}
 
     def resolve(self, model: str | AdapterRef, *, tenant: str | None = None) -> Resolved:
         """Resolve `model` for a caller of `tenant` (None: any tenant, for admins).
@@ -62,11 +70,17 @@ class Resolver:
             raise not_found(model) from None
         if tenant is not None and ref.tenant != tenant:
             raise not_found(model)
+        now = time.monotonic()
+        if self.ttl_s > 0 and (hit := self._cache.get(ref)) and hit[0] > now:
+            return hit[1]
         manifest = self.store.resolve(ref)
         path = within(self.root, self.store.fetch(manifest))
         if path is None or not path.is_dir():
             raise not_found(model)
-        return Resolved(manifest=manifest, path=path)
+        resolved = Resolved(manifest=manifest, path=path)
+        if self.ttl_s > 0:
+            self._cache[ref] = (now + self.ttl_s, resolved)
+        return resolved
 
     def check_path(self, path: str | Path, param: str = "lora_path") -> Path:
         """Admin-supplied adapter path (vLLM's load_lora_adapter): must lie inside the store."""

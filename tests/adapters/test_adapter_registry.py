@@ -89,3 +89,18 @@ def test_moving_prod_changes_what_the_next_request_gets(local, adapter_dir, vari
     assert (before.version, after.version) == (v1.manifest.version, v2.manifest.version)
     assert before.engine_name != after.engine_name
     assert resolver.resolve(v1.manifest.served_name).path == before.path  # pinned versions stay
+
+
+def test_a_resolver_with_a_ttl_reuses_answers_and_never_caches_failures(local, adapter_dir, variant, base_spec,
+                                                                        tmp_path):
+    cached, fresh = Resolver(local, ttl_s=3600), Resolver(local)
+    with pytest.raises(NotFound):
+        cached.resolve("acme/support")
+    v1 = publish(local, adapter_dir, tenant="acme", name="support", base=base_spec, aliases=("prod",))
+    assert cached.resolve("acme/support").version == v1.manifest.version  # the failure was not kept
+    v2 = publish(local, variant(adapter_dir, tmp_path / "v2", 1), tenant="acme", name="support",
+                 base=base_spec, aliases=("prod",))
+    assert cached.resolve("acme/support").version == v1.manifest.version
+    assert fresh.resolve("acme/support").version == v2.manifest.version
+    with pytest.raises(NotFound):  # the tenant check comes before the cache
+        cached.resolve("acme/support", tenant="globex")

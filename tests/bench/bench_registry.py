@@ -1,0 +1,155 @@
+"""How fast is the registry? Publish, resolve, list, validate, fetch — local and S3 (SeaweedFS).
+
+    .venv/bin/python tests/bench/bench_registry.py [--versions 200] [--repeat 200] [--no-s3]
+
+Adapters are synthetic (numpy + safetensors, no torch): the tiny base's shape and a
+Llama-3.1-8B-shaped r=16 all-linear adapter (~84 MB fp16), so the numbers show what grows
+with adapter size (hashing, copying, uploading) and what does not (resolving).
+Prints one table; times are per operation, median and p95 over the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+from safetensors.numpy import save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapters"))  # s3_server helper
+
+from loramux.adapters.base_spec import BaseSpec  # noqa: E402
+from loramux.adapters.registry import Resolver, publish  # noqa: E402
+from loramux.adapters.store import LocalStore  # noqa: E402
+from loramux.adapters.validation import validate_adapter  # noqa: E402
+
+TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+SHAPES = {  # name: (base config, rank, targets)
+    "tiny r8 q,v": (dict(hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+                         num_attention_heads=4, num_key_value_heads=2), 8, ["q_proj", "v_proj"]),
+    "8B r16 all-linear": (dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                               num_attention_heads=32, num_key_value_heads=8), 16, TARGETS),
+}
+
+
+def synth_adapter(out: Path, base: BaseSpec, rank: int, targets: list[str], seed: int) -> Path:
+    """A peft-layout LoRA adapter with random fp16 weights for `base`."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for layer in range(base.num_hidden_layers):
+        for module in targets:
+            fan_in, fan_out = base.linear_shapes()[module]
+            group = "self_attn" if module.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
+            key = f"base_model.model.model.layers.{layer}.{group}.{module}"
+            tensors[f"{key}.lora_A.weight"] = rng.standard_normal((rank, fan_in), dtype=np.float32).astype(np.float16)
+            tensors[f"{key}.lora_B.weight"] = rng.standard_normal((fan_out, rank), dtype=np.float32).astype(np.float16)
+    out.mkdir(parents=True)
+    save_file(tensors, out / "adapter_model.safetensors")
+    (out / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": targets,
+         "use_dora": False, "modules_to_save": None, "base_model_name_or_path": base.id}))
+    return out
+
+
+def timed(fn: Callable[[], object], repeat: int) -> list[float]:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1000)
+    return out
+
+
+def row(table: Table, backend: str, op: str, shape: str, ms: list[float]) -> None:
+    p95 = sorted(ms)[max(0, round(0.95 * len(ms)) - 1)]
+    table.add_row(backend, op, shape, f"{statistics.median(ms):.3f}", f"{p95:.3f}", str(len(ms)))
+    Console(stderr=True).print(f"  {backend:6} {op:34} {shape:18} {statistics.median(ms):9.3f} ms")
+
+
+@contextlib.contextmanager
+def stores(work: Path, with_s3: bool) -> Iterator[list[tuple[str, object, Callable[[], object]]]]:
+    """(label, store, make_replica) for each backend."""
+    out = [("local", LocalStore(work / "local"), lambda: LocalStore(work / "local"))]
+    if not with_s3:
+        yield out
+        return
+    from s3_server import client_kwargs, seaweedfs
+
+    from loramux.adapters.store.s3 import S3Store
+
+    (work / "weed").mkdir()
+    with seaweedfs(work / "weed") as endpoint:
+        kw = client_kwargs(endpoint)
+        replicas = iter(range(10**6))
+        out.append(("s3", S3Store("adapters", work / "s3cache", **kw),
+                    lambda: S3Store("adapters", work / f"s3replica{next(replicas)}", **kw)))
+        yield out
+
+
+def bench(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
+    table = Table(title="loramux registry (ms per operation)")
+    for col in ("backend", "operation", "adapter", "median ms", "p95 ms", "n"):
+        table.add_column(col, justify="right" if "ms" in col or col == "n" else "left")
+    with stores(work, with_s3) as backends:
+        for shape, (config, rank, targets) in SHAPES.items():
+            base = BaseSpec.from_config({**config, "model_type": "llama"}, "bench-base")
+            big = shape.startswith("8B")
+            n_pub = 3 if big else 20
+            srcs = [synth_adapter(work / f"src-{shape}-{i}".replace(" ", "_").replace(",", ""), base, rank,
+                                  targets, seed=i) for i in range(n_pub)]
+            row(table, "-", "validate (headers)", shape, timed(lambda: validate_adapter(srcs[0], base=base), 5))
+            for label, store, replica in backends:
+                it = iter(srcs)
+                ms = timed(lambda: publish(store, next(it), tenant="bench", name=shape.split()[0].lower(),
+                                           base=base, aliases=("prod",)), n_pub)
+                row(table, label, "publish (validate+put+alias)", shape, ms)
+                resolver = Resolver(store)
+                model = f"bench/{shape.split()[0].lower()}"
+                pinned = resolver.resolve(model).manifest
+                row(table, label, "resolve alias", shape, timed(lambda: resolver.resolve(model), repeat))
+                ttl = Resolver(store, ttl_s=2.0)
+                row(table, label, "resolve alias (ttl_s=2 cache)", shape, timed(lambda: ttl.resolve(model), repeat))
+                row(table, label, "resolve @12-char version", shape,
+                    timed(lambda: resolver.resolve(pinned.served_name), repeat))
+                path = resolver.resolve(model).path
+                row(table, label, "validate before load (+hash)", shape,
+                    timed(lambda: validate_adapter(path, base=base, manifest=pinned), 5 if big else 20))
+                if label != "local":
+                    row(table, label, "cold fetch (new replica cache)", shape,
+                        timed(lambda: replica().get(model), 3 if big else 10))
+        tiny_base = BaseSpec.from_config({**SHAPES["tiny r8 q,v"][0], "model_type": "llama"}, "bench-base")
+        src = work / "list-src"
+        synth_adapter(src, tiny_base, 8, ["q_proj"], seed=0)
+        from loramux.adapters.manifest import Manifest
+
+        for label, store, _ in backends:
+            for i in range(versions):  # same bytes, many names: cheap to make, one version each
+                store.put(src, Manifest.create(src, tenant=f"t{i % 20}", name=f"a{i}", base=tiny_base))
+            total = len(store.list())
+            row(table, label, f"list all ({total} versions)", "tiny", timed(store.list, 5))
+            row(table, label, "list one tenant", "tiny", timed(lambda: store.list("t0"), 5))
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--versions", type=int, default=200, help="versions in the store for the list rows")
+    parser.add_argument("--repeat", type=int, default=200, help="repeats of each resolve row")
+    parser.add_argument("--no-s3", action="store_true", help="local store only (no SeaweedFS)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="loramux-bench-") as tmp:
+        table = bench(Path(tmp), args.versions, args.repeat, not args.no_s3)
+    Console(width=130).print(table)
+
+
+if __name__ == "__main__":
+    main()
