@@ -16,6 +16,7 @@ from .routers import admin, completions, health, models
 from .settings import ServerSettings
 
 EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
+COUNTED = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
 
 
 def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
@@ -40,10 +41,16 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     install_error_handlers(app)
 
     @app.middleware("http")
-    async def request_id(request: Request, call_next):
+    async def request_id_and_count(request: Request, call_next):
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
-        response = await call_next(request)
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+        finally:
+            if endpoint := COUNTED.get(request.url.path):
+                app.state.metrics.count(getattr(request.state, "model", "-"), endpoint, status)
         response.headers["x-request-id"] = rid
         return response
 

@@ -27,7 +27,7 @@ class SamplingFields(_Lenient):
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    stop: str | list[str] | None = None
+    stop: Annotated[str | list[str] | None, Field(validate_default=True)] = None
     seed: int | None = None
     n: Annotated[int, Field(ge=1, le=16)] = 1
     stream: bool = False

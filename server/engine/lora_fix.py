@@ -16,7 +16,8 @@ version string; where vLLM is fixed (or the GPU kernels are used) nothing is pat
 The patch is applied in our process (in-process engine core) and, through vLLM's
 `vllm.general_plugins` entry point, in every process vLLM spawns; the plugin is a no-op
 unless loramux's engine set `LORAMUX_LORA_FIX=1`, so installing loramux never changes
-the behaviour of a plain vLLM run.
+the behaviour of a plain vLLM run. `LORAMUX_LORA_FIX=0` turns it off for loramux too
+(to reproduce the bug or measure the unpatched ops).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ def configure_environment(cfg: EngineConfig) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ[lora_fix.ENV_FLAG] = "1"  # picked up by vLLM's plugin loader in its workers
+    os.environ.setdefault(lora_fix.ENV_FLAG, "1")  # read by vLLM's plugin loader in its workers
 
 
 class VLLMEngine:
@@ -57,7 +57,7 @@ class VLLMEngine:
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         configure_environment(cfg)
-        lora_fix.apply()  # this process; vLLM's engine-core process applies it through the plugin
+        lora_fix.plugin()  # this process; vLLM's engine-core process runs it as a plugin
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -8,8 +8,6 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from loramux.adapters.errors import LoramuxError
-
 from ..errors import sse_error
 from ..generation import GenerationService
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest
@@ -35,14 +33,10 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield "data: [DONE]\n\n"
 
 
-async def _answer(service: GenerationService, req, endpoint: str):
-    try:
-        result = await service.respond(req)
-    except LoramuxError as exc:
-        known = exc.code != "model_not_found"
-        service.metrics.count(req.model if known else "-", endpoint, exc.status_code)
-        raise
-    service.metrics.count(req.model, endpoint, 200)
+async def _answer(request: Request, service: GenerationService, req):
+    service.resolve_model(req.model)  # 404 before anything else; unknown names never become labels
+    request.state.model = req.model  # the metrics middleware labels the response with it
+    result = await service.respond(req)
     if req.stream:
         return StreamingResponse(_guarded(result), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
@@ -50,10 +44,10 @@ async def _answer(service: GenerationService, req, endpoint: str):
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, service: Service):
-    return await _answer(service, req, "completions")
+async def completions(req: CompletionRequest, request: Request, service: Service):
+    return await _answer(request, service, req)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, service: Service):
-    return await _answer(service, req, "chat")
+async def chat_completions(req: ChatCompletionRequest, request: Request, service: Service):
+    return await _answer(request, service, req)

@@ -1,0 +1,81 @@
+"""One real loramux server (vLLM engine, fp32) per test session, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.lora_factory import random_lora
+
+ADAPTERS = ("acme/support", "acme/legal", "globex/sales")
+
+
+@dataclass
+class Server:
+    url: str
+    base_dir: Path
+    adapters: dict[str, Path]
+    admin_key: str
+    log: Path
+    base_name: str = "tiny"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"server not healthy after {timeout}s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="session")
+def adapter_dirs(tiny_base: Path, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("adapters")
+    return {name: random_lora(tiny_base, root / name.replace("/", "--"), seed=i + 1)
+            for i, name in enumerate(ADAPTERS)}
+
+
+@pytest.fixture(scope="session")
+def server(tiny_base: Path, adapter_dirs: dict[str, Path], tmp_path_factory) -> Server:
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    admin_key = "test-admin-key"
+    cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(tiny_base),
+           "--served-name", "tiny", "--dtype", "float32", "--max-loras", "4", "--port", str(port),
+           "--admin-key", admin_key]
+    for name, path in adapter_dirs.items():
+        cmd += ["--adapter", f"{name}={path}"]
+    started = time.monotonic()
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        print(f"\nloramux server healthy after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        yield Server(url, tiny_base, dict(adapter_dirs), admin_key, log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
