@@ -1,0 +1,81 @@
+"""Merging adapters: `cat` is exact, `linear` keeps the rank, `ties` resolves sign conflicts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.merge import MERGES, load_lora, merge_adapters, merged_name, ties_delta
+from loramux.adapters.validation import validate_adapter
+
+Q = "base_model.model.model.layers.1.self_attn.q_proj"
+K = "base_model.model.model.layers.1.self_attn.k_proj"
+
+
+def delta(lora, module):
+    a, b = lora.modules[module]
+    return b @ a
+
+
+def test_the_registry_names_the_three_strategies():
+    assert sorted(MERGES) == ["cat", "linear", "ties"]
+
+
+def test_cat_is_exact_across_ranks_and_targets(make_adapter, tmp_path, base_spec):
+    one = make_adapter(seed=1, r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"])
+    two = make_adapter(seed=2, r=4, lora_alpha=4, use_rslora=True, target_modules=["q_proj", "k_proj"])
+    out = merge_adapters([(one, 0.7), (two, 0.3)], tmp_path / "m", "cat")
+    merged, a, b = load_lora(out), load_lora(one), load_lora(two)
+    assert merged.ranks == {12} and merged.config["lora_alpha"] == 12
+    torch.testing.assert_close(delta(merged, Q), 0.7 * delta(a, Q) + 0.3 * delta(b, Q))
+    torch.testing.assert_close(delta(merged, K), 0.3 * delta(b, K))  # only `two` touches k_proj
+    assert validate_adapter(out, base=base_spec, max_rank=16).problems == []
+
+
+def test_peft_applies_a_merged_adapter_as_the_sum_of_deltas(make_adapter, tmp_path, tiny_base):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    one, two = make_adapter(seed=1), make_adapter(seed=2)
+    out = merge_adapters([(one, 1.0), (two, 1.0)], tmp_path / "m", "cat")
+    base = AutoModelForCausalLM.from_pretrained(tiny_base)
+    w0 = base.model.layers[1].self_attn.q_proj.weight.detach().clone()
+    merged = PeftModel.from_pretrained(base, out).merge_and_unload()
+    expected = w0 + delta(load_lora(one), Q) + delta(load_lora(two), Q)
+    torch.testing.assert_close(merged.model.layers[1].self_attn.q_proj.weight, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_linear_of_an_adapter_with_itself_is_itself(adapter_dir, make_adapter, tmp_path):
+    out = merge_adapters([(adapter_dir, 0.5), (adapter_dir, 0.5)], tmp_path / "m", "linear")
+    torch.testing.assert_close(delta(load_lora(out), Q), delta(load_lora(adapter_dir), Q))
+    assert load_lora(out).ranks == {8}
+    with pytest.raises(InvalidRequest) as err:
+        merge_adapters([(adapter_dir, 1), (make_adapter(seed=2, r=4), 1)], tmp_path / "x", "linear")
+    assert err.value.param == "merge"
+
+
+def test_ties_elects_signs_and_averages_agreeing_entries():
+    d1 = torch.tensor([[1.0, -2.0], [3.0, 0.0]])
+    d2 = torch.tensor([[-3.0, 1.0], [0.5, 0.0]])
+    torch.testing.assert_close(ties_delta([d1, d2], density=1.0), torch.tensor([[-3.0, -2.0], [1.75, 0.0]]))
+    # density 0.5 keeps the two largest entries of each: d1 -> -2, 3 ; d2 -> -3, 1
+    torch.testing.assert_close(ties_delta([d1, d2], density=0.5), torch.tensor([[-3.0, -2.0], [3.0, 0.0]]))
+
+
+def test_ties_of_one_adapter_at_full_density_is_that_adapter(adapter_dir, tmp_path):
+    out = merge_adapters([(adapter_dir, 1.0)], tmp_path / "m", "ties", density=1.0)
+    torch.testing.assert_close(delta(load_lora(out), Q), delta(load_lora(adapter_dir), Q), atol=1e-5, rtol=1e-4)
+    assert load_lora(out).ranks == {8}
+
+
+def test_unknown_strategy_is_a_400_on_merge(adapter_dir, tmp_path):
+    with pytest.raises(InvalidRequest) as err:
+        merge_adapters([(adapter_dir, 1.0)], tmp_path / "m", "average")
+    assert (err.value.param, err.value.status_code) == ("merge", 400)
+
+
+def test_merged_names_are_stable_and_tell_combinations_apart():
+    assert merged_name(["a", "b"], [1, 1], "cat") == merged_name(["a", "b"], [1.0, 1.0], "cat")
+    assert merged_name(["a", "b"], [1, 1], "cat") != merged_name(["a", "b"], [0.7, 0.3], "cat")
+    assert merged_name(["a", "b"], [1, 1], "cat") != merged_name(["a", "b"], [1, 1], "ties", density=0.5)
