@@ -20,7 +20,7 @@ serve: install
 	$(BIN)/python -m loramux.server.demo --dir $(DEMO) --host $(HOST) --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest -ra $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -ra -m "not integration" $(PYTEST_ARGS)

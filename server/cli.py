@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from loramux.adapters.cli import app as adapters_app
 from loramux.adapters.errors import LoramuxError
 
 app = typer.Typer(help="loramux: one base model, many tenants' LoRA adapters.", no_args_is_help=True,
@@ -20,27 +21,29 @@ app.add_typer(base_app, name="base")
 err = Console(stderr=True)
 
 
-def _adapters_app() -> None:
-    try:
-        from loramux.adapters.cli import app as adapters_app
-    except ImportError:  # the registry CLI is optional while it is being built
-        return
-    app.add_typer(adapters_app, name="adapters", help="The adapter registry.")
+app.add_typer(adapters_app, name="adapters", help="The adapter registry.")
 
 
-_adapters_app()
-
-
-def _parse_adapters(values: list[str]) -> dict[str, Path]:
+def _parse_adapters(values: list[str], registry: str | None) -> dict[str, Path]:
+    """`NAME=PATH` as given; a bare `TENANT/NAME[@VERSION|@ALIAS]` resolved in the registry."""
     out, bad = {}, []
     for v in values:
         name, sep, path = v.partition("=")
-        if not sep or not name or not path:
-            bad.append(v)
-        else:
+        if sep and name and path:
             out[name] = Path(path)
+        elif not sep and registry and name:
+            out[name] = None
+        else:
+            bad.append(v)
     if bad:
-        raise typer.BadParameter(f"expected NAME=PATH, got {', '.join(map(repr, bad))}", param_hint="--adapter")
+        raise typer.BadParameter(f"expected NAME=PATH (or TENANT/NAME with --registry), got "
+                                 f"{', '.join(map(repr, bad))}", param_hint="--adapter")
+    if any(p is None for p in out.values()):
+        from loramux.adapters.registry import Resolver
+        from loramux.adapters.settings import StoreSettings
+
+        resolver = Resolver(StoreSettings(store=registry).open())
+        out = {n: p if p is not None else resolver.resolve(n).path for n, p in out.items()}
     return out
 
 
@@ -52,7 +55,10 @@ def _fail(exc: LoramuxError) -> None:
 @app.command()
 def serve(
     base: Annotated[Path, typer.Option(help="Base model directory.")],
-    adapter: Annotated[list[str], typer.Option(help="TENANT/ADAPTER=PATH, repeatable.")] = [],
+    adapter: Annotated[list[str], typer.Option(
+        help="TENANT/ADAPTER=PATH, or TENANT/ADAPTER[@VERSION|@ALIAS] from --registry; repeatable.")] = [],
+    registry: Annotated[str | None, typer.Option(envvar="LORAMUX_STORE",
+                                                 help="Adapter registry: a folder or s3://BUCKET/PREFIX.")] = None,
     served_name: Annotated[str | None, typer.Option(help="Name of the base for clients.")] = None,
     max_loras: Annotated[int, typer.Option(help="Adapters per batch.")] = 4,
     max_lora_rank: Annotated[int, typer.Option(help="Largest adapter rank accepted.")] = 16,
@@ -75,11 +81,11 @@ def serve(
 
     logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    settings = ServerSettings(base=base, served_name=served_name, adapters=_parse_adapters(adapter),
-                              max_loras=max_loras, max_lora_rank=max_lora_rank,
-                              max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len,
-                              host=host, port=port, admin_key=admin_key)
     try:
+        settings = ServerSettings(base=base, served_name=served_name,
+                                  adapters=_parse_adapters(adapter, registry), max_loras=max_loras,
+                                  max_lora_rank=max_lora_rank, max_cpu_loras=max_cpu_loras, dtype=dtype,
+                                  max_model_len=max_model_len, host=host, port=port, admin_key=admin_key)
         validate_settings(settings)
     except LoramuxError as exc:
         _fail(exc)

@@ -61,7 +61,9 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], tmp_path_factory) -> 
     log = tmp_path_factory.mktemp("server") / "server.log"
     admin_key = "test-admin-key"
     cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(tiny_base),
-           "--served-name", "tiny", "--dtype", "float32", "--max-loras", "4", "--port", str(port),
+           "--served-name", "tiny", "--dtype", "float32", "--port", str(port),
+           # as many slots as adapters: the last slot is always occupied, so a leak shows
+           "--max-loras", str(len(adapter_dirs)),
            "--admin-key", admin_key]
     for name, path in adapter_dirs.items():
         cmd += ["--adapter", f"{name}={path}"]

@@ -1,0 +1,157 @@
+"""loramux vs bare vLLM on the same base, adapters and load; prints a table of ratios.
+
+    .venv/bin/python tests/bench/bench_overhead.py [--rounds 3] [--clients 8] [--requests 64]
+
+Targets, all serving the same tiny base + adapters with the same engine settings:
+  loramux        our server with the mixed-batch fix (what users run)
+  loramux-nofix  our server with LORAMUX_LORA_FIX=0: isolates HTTP/service overhead
+  vllm           `python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules ...`
+Runs alternate between targets (round robin), so drift on a noisy machine hits all alike.
+Throughput = completion tokens / wall time; TTFT from streamed responses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.integration.conftest import free_port, wait_healthy  # noqa: E402
+from tests.lora_factory import random_lora  # noqa: E402
+
+console = Console(stderr=True)
+PROMPTS = ["The cat sees", "Q: Where is my order? A:", "my friend builds a small boat", "the robot"]
+
+
+def launch(target: str, base: Path, adapters: dict[str, Path], engine_flags: list[str], logdir: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "LORAMUX_LORA_FIX"}
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if target == "vllm":
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base),
+               "--served-model-name", "tiny", "--enable-lora", "--port", str(port), "--lora-modules",
+               *[f"{n}={p}" for n, p in adapters.items()], *engine_flags]
+    else:
+        cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(base),
+               "--served-name", "tiny", "--port", str(port), *engine_flags,
+               *[a for n, p in adapters.items() for a in ("--adapter", f"{n}={p}")]]
+        if target == "loramux-nofix":
+            env["LORAMUX_LORA_FIX"] = "0"
+    log = logdir / f"{target}.log"
+    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc, log, timeout=300)
+    return proc, url
+
+
+async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}}
+    start, ttft, tokens = time.perf_counter(), None, 0
+    async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            if ttft is None and '"text": ""' not in line and '"text":""' not in line:
+                ttft = time.perf_counter() - start
+            if '"usage": {' in line or '"usage":{' in line:
+                tokens = httpx.Response(200, content=line[6:]).json()["usage"]["completion_tokens"]
+    return ttft, tokens
+
+
+async def load(url: str, models: list[str], clients: int, requests: int, max_tokens: int, seed: int):
+    rng = random.Random(seed)
+    jobs = [(rng.choice(models), rng.choice(PROMPTS)) for _ in range(requests)]
+    queue: asyncio.Queue = asyncio.Queue()
+    for j in jobs:
+        queue.put_nowait(j)
+    ttfts, tokens = [], 0
+
+    async def worker(client):
+        nonlocal tokens
+        while not queue.empty():
+            model, prompt = queue.get_nowait()
+            t, n = await one(client, url, model, prompt, max_tokens)
+            ttfts.append(t)
+            tokens += n
+
+    async with httpx.AsyncClient(timeout=600) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - start
+    return tokens / wall, ttfts
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", type=Path, help="base model dir (default: build the tiny base)")
+    ap.add_argument("--adapters", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--requests", type=int, default=64)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--targets", default="loramux,loramux-nofix,vllm")
+    args = ap.parse_args()
+    targets = args.targets.split(",")
+    engine_flags = ["--dtype", "float32", "--max-loras", "4", "--max-lora-rank", "16"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.base is None:
+            from loramux.adapters.tiny_base import build_tiny
+            with console.status("building the tiny base"):
+                args.base = build_tiny(tmp / "base", seed=0)
+        adapters = {f"bench/a{i}": random_lora(args.base, tmp / f"a{i}", seed=i + 1) for i in range(args.adapters)}
+        models = ["tiny", *adapters]
+        servers = {}
+        try:
+            for t in targets:
+                with console.status(f"starting {t}"):
+                    servers[t] = launch(t, args.base, adapters, engine_flags, tmp)
+            for _, url in servers.values():  # warm-up: first LoRA loads, first compilations
+                asyncio.run(load(url, models, 4, 8, 8, seed=0))
+            results: dict[str, list] = {t: [] for t in targets}
+            with Progress(console=console) as progress:
+                task = progress.add_task("benchmark", total=args.rounds * len(targets))
+                for r in range(args.rounds):
+                    for t in targets:
+                        results[t].append(asyncio.run(load(servers[t][1], models, args.clients,
+                                                           args.requests, args.max_tokens, seed=r)))
+                        progress.advance(task)
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait(timeout=60)
+    summary = {}
+    for t, runs in results.items():
+        ttfts = [x for _, tt in runs for x in tt]
+        summary[t] = (statistics.median(tp for tp, _ in runs), pct(ttfts, 50) * 1000, pct(ttfts, 99) * 1000)
+    ref = summary.get("vllm") or next(iter(summary.values()))
+    table = Table(title=f"{args.rounds} rounds x {args.requests} requests, {args.clients} clients, "
+                        f"{args.max_tokens} tokens, base + {args.adapters} adapters")
+    for col in ("target", "tok/s (median)", "TTFT p50 ms", "TTFT p99 ms", "tput vs vllm", "p50 Δ ms"):
+        table.add_column(col, justify="right")
+    for t, (tp, p50, p99) in summary.items():
+        table.add_row(t, f"{tp:.1f}", f"{p50:.1f}", f"{p99:.1f}", f"{tp / ref[0]:.3f}x", f"{p50 - ref[1]:+.1f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()
