@@ -1,4 +1,4 @@
-"""How fast is the registry? Publish, resolve, list, validate, fetch — local and S3 (SeaweedFS).
+"""How fast is the registry? Publish, resolve, list, validate, fetch, merge — local and S3 (SeaweedFS).
 
     .venv/bin/python tests/bench/bench_registry.py [--versions 200] [--repeat 200] [--no-s3]
 
@@ -28,6 +28,7 @@ from safetensors.numpy import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "adapters"))  # s3_server helper
 
 from loramux.adapters.base_spec import BaseSpec  # noqa: E402
+from loramux.adapters.merge import merge_adapters  # noqa: E402
 from loramux.adapters.registry import Resolver, publish  # noqa: E402
 from loramux.adapters.store import LocalStore  # noqa: E402
 from loramux.adapters.validation import validate_adapter  # noqa: E402
@@ -103,10 +104,14 @@ def bench(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
         for shape, (config, rank, targets) in SHAPES.items():
             base = BaseSpec.from_config({**config, "model_type": "llama"}, "bench-base")
             big = shape.startswith("8B")
-            n_pub = 3 if big else 20
+            n_pub = 3 if big else 20  # >= 2: the merge rows use two
             srcs = [synth_adapter(work / f"src-{shape}-{i}".replace(" ", "_").replace(",", ""), base, rank,
                                   targets, seed=i) for i in range(n_pub)]
             row(table, "-", "validate (headers)", shape, timed(lambda: validate_adapter(srcs[0], base=base), 5))
+            for strategy in ("cat", "linear") if big else ("cat", "linear", "ties"):  # ties: one SVD per module
+                row(table, "-", f"merge 2 adapters ({strategy})", shape, timed(
+                    lambda: merge_adapters([(srcs[0], 0.5), (srcs[1], 0.5)], work / f"merged-{strategy}", strategy),
+                    3))
             for label, store, replica in backends:
                 it = iter(srcs)
                 ms = timed(lambda: publish(store, next(it), tenant="bench", name=shape.split()[0].lower(),
