@@ -1,0 +1,237 @@
+"""The training recipe: one pydantic model per concern, loaded from YAML plus `key=value` overrides.
+
+Every field has a docstring because `trainer train --help`, the example recipes and the
+error messages all point at these names. Loading reports every problem in one error
+(file, field, what is wrong), like torchtune's ConfigError.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from loramux.adapters.errors import InvalidRequest
+
+Method = Literal["lora", "qlora", "full"]
+
+# Named target sets for Llama-family bases; anything else is taken as a list of module names.
+TARGET_SETS: dict[str, list[str]] = {
+    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "mlp": ["gate_proj", "up_proj", "down_proj"],
+    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+}
+
+
+class ConfigError(InvalidRequest):
+    """A recipe or its overrides are invalid; `problems` lists each as 'where: what'."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        n = len(problems)
+        super().__init__(f"{source}: {n} problem{'s' * (n != 1)}:\n" + "\n".join(f"- {p}" for p in problems),
+                         param="config")
+        self.problems = problems
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class LoraSettings(_Strict):
+    r: int = Field(8, gt=0, le=1024)
+    """Rank of the update matrices: 8-16 for style/format tasks, 32-64 for new knowledge."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is multiplied by alpha / r."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the LoRA input; 0 keeps runs bit-for-bit reproducible across resumes."""
+    target_modules: str | list[str] = "all-linear"
+    """`attention`, `mlp`, `all-linear` or a list of module names (q_proj, v_proj, ...)."""
+
+    def targets(self) -> list[str]:
+        """The module names this setting stands for."""
+        if isinstance(self.target_modules, str):
+            if self.target_modules not in TARGET_SETS:
+                raise InvalidRequest(f"lora.target_modules: unknown set {self.target_modules!r}; "
+                                     f"use one of {sorted(TARGET_SETS)} or a list", param="lora.target_modules")
+            return list(TARGET_SETS[self.target_modules])
+        return list(self.target_modules)
+
+
+class QuantSettings(_Strict):
+    """bitsandbytes 4-bit settings, used by `method: qlora` only."""
+
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type: NF4 (the QLoRA paper's choice) or FP4."""
+    double_quant: bool = True
+    """Quantize the quantization constants too (saves ~0.4 bits/param)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Dtype of the matmuls: auto = bfloat16 on a GPU that has it, else float32."""
+    paged_optimizer: bool = True
+    """Use bitsandbytes' paged AdamW where the platform has one (CUDA); plain AdamW elsewhere."""
+
+
+class DataSettings(_Strict):
+    train: Path | None = None
+    """Training JSONL: chat {messages}, {prompt, completion} or alpaca {instruction, input, output}."""
+    eval: Path | None = None
+    """Held-out JSONL in the same formats; when unset, `eval_fraction` of `train` is held out."""
+    eval_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of `train` held out for evaluation when no eval file is given."""
+    max_eval_examples: int = Field(200, gt=0)
+    """Cap on evaluated examples: generation is the slow part of evaluation."""
+    general: Path | None = None
+    """Text the base already handles (JSONL with `text`), for the forgetting score; built-in if unset."""
+
+
+class TrainingSettings(_Strict):
+    max_steps: int = Field(300, gt=0)
+    """Optimizer steps to run."""
+    batch_size: int = Field(1, gt=0)
+    """Packed sequences per step (each holds up to `max_length` tokens)."""
+    grad_accum: int = Field(1, gt=0)
+    """Gradient accumulation steps."""
+    learning_rate: float = Field(2e-4, gt=0)
+    """Peak learning rate: ~1e-4..3e-3 for LoRA/QLoRA, ~1e-5..1e-4 for full fine-tuning."""
+    lr_scheduler: str = "cosine"
+    """Any transformers scheduler name (linear, cosine, constant...)."""
+    warmup: float = Field(0.05, ge=0)
+    """Warm-up: a fraction of max_steps when < 1, else a step count."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay."""
+    max_length: int = Field(256, gt=8)
+    """Tokens per packed sequence (and truncation length without packing)."""
+    packing: bool = True
+    """Pack several examples per sequence (TRL's best-fit decreasing): no compute wasted on padding."""
+    completion_only_loss: bool = True
+    """Loss on the assistant's tokens only, not on the prompt."""
+    gradient_checkpointing: bool | None = None
+    """Recompute activations in backward; None = on for bases of 1B+ params, where activations dominate."""
+    bf16: bool | None = None
+    """bfloat16 mixed precision; None = on where the GPU supports it (never on CPU, where it is slower)."""
+    seed: int = 0
+    """Seed for weights init, data order and dropout: same seed, same run."""
+    logging_steps: int = Field(10, gt=0)
+    """Log loss (progress bar, TensorBoard, metrics.json) every N steps."""
+    save_steps: int = Field(100, gt=0)
+    """Write a resumable checkpoint every N steps."""
+    save_total_limit: int | None = 2
+    """Keep only the newest N checkpoints."""
+    threads: int | None = None
+    """CPU threads for torch; None leaves torch's default. 1 is fastest on a busy shared machine."""
+
+
+class EvalSettings(_Strict):
+    metric: str = "exact_match"
+    """Score on the held-out set: exact_match or contains (see loramux.trainer.evaluate.METRICS)."""
+    max_new_tokens: int | None = None
+    """Greedy decoding budget; None = longest reference answer plus 8 tokens."""
+    batch_size: int = Field(32, gt=0)
+    """Prompts generated together."""
+
+
+class TrainConfig(_Strict):
+    """One training run: base, data, method and its knobs, where outputs go."""
+
+    base: Path = Path("base")
+    """Base model folder (Hugging Face layout: config.json, safetensors, tokenizer)."""
+    method: Method = "lora"
+    """lora | qlora (4-bit base, LoRA on top) | full (every weight; for small bases)."""
+    output_dir: Path = Path("runs/latest")
+    """Adapter (or full model), checkpoints, TensorBoard logs, metrics.json and loss.png go here."""
+    data: DataSettings = Field(default_factory=DataSettings)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    quant: QuantSettings = Field(default_factory=QuantSettings)
+    training: TrainingSettings = Field(default_factory=TrainingSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+
+
+def _set_dotted(tree: dict, key: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = key.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[leaf] = value
+
+
+def parse_overrides(overrides: list[str]) -> tuple[dict, list[str]]:
+    """`a.b=value` strings (values parsed as YAML) as a nested dict, plus problems found."""
+    tree: dict = {}
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r}: expected KEY=VALUE (e.g. lora.r=16)")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            value = raw
+        _set_dotted(tree, key.strip(), value)
+    return tree, problems
+
+
+def _merge(into: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+    return into
+
+
+def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -> TrainConfig:
+    """Validate `raw` plus overrides; every problem reported at once as a ConfigError."""
+    extra, problems = parse_overrides(list(overrides))
+    merged = _merge(raw, extra)
+    try:
+        config = TrainConfig.model_validate(merged)
+    except ValidationError as e:
+        problems += [f"{'.'.join(map(str, err['loc'])) or '(top)'}: {err['msg']}" for err in e.errors()]
+        config = None
+    if config is not None and isinstance(config.lora.target_modules, str) \
+            and config.lora.target_modules not in TARGET_SETS:
+        problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
+                        f"use one of {sorted(TARGET_SETS)} or a list of module names")
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML recipe (paths in it are relative to the YAML's folder) and apply overrides."""
+    if path is None:
+        return build_config({}, overrides, source="overrides")
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(str(path), [f"cannot read: {e}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(str(path), ["top level must be a mapping of field: value"])
+    config = build_config(raw, overrides, source=str(path))
+    return config.model_copy(update={"base": _rel(path, config.base), "output_dir": _rel(path, config.output_dir),
+                                     "data": config.data.model_copy(update={
+                                         k: _rel(path, getattr(config.data, k))
+                                         for k in ("train", "eval", "general")})})
+
+
+def _rel(recipe: Path, value: Path | None) -> Path | None:
+    """Paths written in a recipe are relative to the recipe; overrides are relative to the cwd."""
+    if value is None or value.is_absolute() or value.exists():
+        return value
+    candidate = recipe.parent / value
+    return candidate if candidate.exists() else value
+
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+
+def recipe_path(name: str) -> Path:
+    """A shipped recipe by name (`lora`, `qlora`, `full`, ...) or a path as given."""
+    shipped = RECIPES_DIR / f"{name}.yaml"
+    return shipped if shipped.is_file() else Path(name)

@@ -1,0 +1,69 @@
+"""The demo tenants' data: small persona tasks, generated deterministically from a seed.
+
+Each persona answers every question in its own fixed way, so a few hundred steps of
+LoRA on the tiny base reach ~100% held-out exact match and the demo shows each tenant
+answering differently from the base and from each other.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+from loramux.trainer.data import write_jsonl
+
+_WHO = ["the cat", "a dog", "my friend", "the teacher", "our team", "the robot", "a farmer", "the river",
+        "a child", "the bird", "the server", "a tenant", "the model", "your order", "a student"]
+_DOES = ["sees", "likes", "builds", "finds", "carries", "watches", "needs", "opens", "helps", "writes",
+         "reads", "sends", "keeps"]
+_WHAT = ["a red box", "the green door", "three apples", "the long road", "a small boat", "the blue sky",
+         "the letter", "a song", "the report", "an invoice", "the ticket", "a refund", "the account"]
+_ASK = ["What is {}?", "Why does {} happen?", "Tell me about {}.", "Can you explain {}?", "Where is {}?",
+        "Is it true that {}?", "How often {}?"]
+
+
+@dataclass(frozen=True)
+class Persona:
+    """A tenant whose adapter always answers with `answer` (and a system prompt-free user turn)."""
+
+    tenant: str
+    name: str
+    method: str
+    answer: str
+    seed: int
+
+
+PERSONAS: dict[str, Persona] = {
+    "pirate": Persona("demo", "pirate", "lora", "Arr! Ahoy matey, that be a fine question!", seed=1),
+    "robot": Persona("demo", "robot", "qlora", '{"status": "ok", "answer": "beep boop"}', seed=2),
+}
+
+
+def questions(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice(_ASK).format(f"{rng.choice(_WHO)} {rng.choice(_DOES)} {rng.choice(_WHAT)}")
+            for _ in range(n)]
+
+
+def persona_rows(persona: Persona, n: int) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": persona.answer}]}
+            for q in questions(persona.seed, n)]
+
+
+def write_demo_data(out_dir: str | Path, persona: str = "pirate", *, n_train: int = 400,
+                    n_eval: int = 40) -> tuple[Path, Path]:
+    """Write `PERSONA.train.jsonl` and `PERSONA.eval.jsonl` (disjoint questions) and return their paths."""
+    p = PERSONAS[persona]
+    rows = persona_rows(p, n_train + 4 * n_eval)
+    seen, train, held = set(), [], []
+    for r in rows:
+        q = r["messages"][0]["content"]
+        if len(train) < n_train and q not in seen:
+            train.append(r)
+            seen.add(q)
+        elif q not in seen and len(held) < n_eval:
+            held.append(r)
+            seen.add(q)
+    out = Path(out_dir)
+    return write_jsonl(out / f"{persona}.train.jsonl", train), write_jsonl(out / f"{persona}.eval.jsonl", held)
