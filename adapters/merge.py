@@ -92,7 +92,7 @@ def merge_cat(loras: Sequence[Lora], weights: Sequence[float], module: str, **_:
     import torch
 
     factors = _factors(loras, module)
-    return (torch.cat([w * a for (a, _), w in zip(factors, weights)], dim=0),
+    return (torch.cat([w * a for (a, _), w in zip(factors, weights, strict=True)], dim=0),
             torch.cat([b for _, b in factors], dim=1))
 
 
@@ -100,8 +100,8 @@ def merge_linear(loras: Sequence[Lora], weights: Sequence[float], module: str, *
     factors = _factors(loras, module)
     if len({a.shape[0] for a, _ in factors}) > 1:
         raise InvalidRequest("merge `linear` needs adapters of one rank; use `cat` or `ties`", param="merge")
-    return (sum(w * a for (a, _), w in zip(factors, weights)),
-            sum(w * b for (_, b), w in zip(factors, weights)))
+    return (sum(w * a for (a, _), w in zip(factors, weights, strict=True)),
+            sum(w * b for (_, b), w in zip(factors, weights, strict=True)))
 
 
 def ties_delta(deltas: Sequence[object], density: float):
@@ -123,7 +123,7 @@ def merge_ties(loras: Sequence[Lora], weights: Sequence[float], module: str, *, 
                rank: int | None = None, **_: object):
     import torch
 
-    deltas = [w * (b @ a) for (a, b), w in zip(_factors(loras, module), weights)]
+    deltas = [w * (b @ a) for (a, b), w in zip(_factors(loras, module), weights, strict=True)]
     merged = ties_delta(deltas, density)
     r = min(rank or max(r for lora in loras for r in lora.ranks), *merged.shape)
     # Randomized SVD: on an 8B-sized 14336x4096 delta, 1.2 s instead of 89 s for the full SVD,

@@ -11,7 +11,8 @@ objects no reader looks at. Versions are immutable, so downloaded files are cach
 locally for good (`root`, the folder the engine loads from); every download is staged,
 checked against its content hash, then renamed into place. Resolving always asks the
 bucket (aliases move; another replica may delete a version); only `list`, whose key
-listing already proves a version exists, reads manifests from the cache. S3 has no locks: a delete racing a new alias on the same version is not prevented.
+listing already proves a version exists, reads manifests from the cache. S3 has no
+locks: a delete racing a new alias onto the same version is not prevented.
 """
 
 from __future__ import annotations
