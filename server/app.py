@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 
 from .engine.protocol import AdapterSpec, Engine
 from .errors import install_error_handlers
 from .generation import GenerationService
 from .metrics import Metrics
+from .middleware import RequestContext
 from .routers import admin, completions, health, models
 from .settings import ServerSettings
 
 EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
-COUNTED = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
 
 
 def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
@@ -40,20 +39,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     app.state.metrics = Metrics()
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_id_and_count(request: Request, call_next):
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
-        request.state.request_id = rid
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-        finally:
-            if endpoint := COUNTED.get(request.url.path):
-                app.state.metrics.count(getattr(request.state, "model", "-"), endpoint, status)
-        response.headers["x-request-id"] = rid
-        return response
-
+    app.add_middleware(RequestContext, metrics=app.state.metrics)
     for module in (models, completions, admin, health):
         app.include_router(module.router)
     return app

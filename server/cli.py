@@ -107,12 +107,13 @@ def serve(
 def build_tiny(
     out: Annotated[Path, typer.Option(help="Directory to write the model to.")],
     seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
+    steps: Annotated[int, typer.Option(help="Pretraining steps on the generated corpus.")] = 120,
 ) -> None:
     """Build the tiny offline Llama base and its BPE tokenizer (no network)."""
     from loramux.adapters.tiny_base import build_tiny as build
 
     with err.status("building the tiny base (tokenizer, init, short pretraining)..."):
-        path = build(out, seed=seed)
+        path = build(out, seed=seed, steps=steps)
     typer.echo(str(path))
 
 

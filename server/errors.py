@@ -1,4 +1,6 @@
-"""One place that turns any failure into an OpenAI-shaped error response."""
+"""Typed errors and validation failures -> OpenAI-shaped error responses.
+
+Anything unexpected is answered by `middleware.RequestContext` (a 500 with the request id)."""
 
 from __future__ import annotations
 
@@ -45,12 +47,6 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, exc.status_code),
                             status_code=exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error", extra={"request_id": getattr(request.state, "request_id", None)})
-        return JSONResponse(error_body("Internal server error; see the server log for this request id.",
-                                       "internal_error", None, 500), status_code=500)
 
 
 def sse_error(exc: BaseException) -> str:

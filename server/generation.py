@@ -131,10 +131,12 @@ class GenerationService:
                     final[c.index] = c
         return final, ptoks
 
-    async def _stream(self, req, shape: Shape, requests: list[GenerateRequest]) -> AsyncIterator[str]:
-        rid, created = new_id(shape.id_prefix), now()
-        started, ttft = time.perf_counter(), None
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    async def _merged(self, requests: list[GenerateRequest]) -> AsyncIterator[tuple[int, GenerateChunk]]:
+        """Chunks of all requests as they come, tagged with the request's position."""
+        if len(requests) == 1:  # the common case: no tasks, no queue
+            async for chunk in self.engine.generate(requests[0]):
+                yield 0, chunk
+            return
         queue: asyncio.Queue[tuple[int, GenerateChunk | BaseException | None]] = asyncio.Queue()
 
         async def pump(k: int, request: GenerateRequest) -> None:
@@ -142,44 +144,52 @@ class GenerationService:
                 async for chunk in self.engine.generate(request):
                     await queue.put((k, chunk))
                 await queue.put((k, None))
-            except BaseException as exc:  # surfaced to the client as an error event
+            except BaseException as exc:  # re-raised in the consumer
                 await queue.put((k, exc))
 
         tasks = [asyncio.create_task(pump(k, r)) for k, r in enumerate(requests)]
-        prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
-        completion_tokens, seen, open_streams = 0, set(), len(tasks)
         try:
+            open_streams = len(tasks)
             while open_streams:
                 k, item = await queue.get()
                 if item is None:
                     open_streams -= 1
-                    continue
-                if isinstance(item, BaseException):
+                elif isinstance(item, BaseException):
                     raise item
-                prompt_tokens[k] = item.prompt_tokens
-                choices = []
-                for c in item.choices:
-                    index = k * req.n + c.index
-                    completion_tokens += c.new_tokens
-                    choices.append(shape.delta(index, c.text, c.finish_reason, index not in seen))
-                    seen.add(index)
-                if ttft is None:
-                    ttft = time.perf_counter() - started
-                body = {"id": rid, "object": shape.chunk_object, "created": created,
-                        "model": req.model, "choices": choices}
-                if include_usage:
-                    body["usage"] = None
-                yield f"data: {json.dumps(body)}\n\n"
-            ptotal = sum(prompt_tokens.values())
-            if include_usage:
-                usage = Usage(prompt_tokens=ptotal, completion_tokens=completion_tokens,
-                              total_tokens=ptotal + completion_tokens)
-                yield "data: " + json.dumps({"id": rid, "object": shape.chunk_object, "created": created,
-                                             "model": req.model, "choices": [],
-                                             "usage": usage.model_dump()}) + "\n\n"
-            yield "data: [DONE]\n\n"
-            self.metrics.observe(req.model, shape.endpoint, ptotal, completion_tokens,
-                                 time.perf_counter() - started, ttft=ttft)
+                else:
+                    yield k, item
         finally:
             for t in tasks:  # client went away or an error: stop generating for it
                 t.cancel()
+
+    async def _stream(self, req, shape: Shape, requests: list[GenerateRequest]) -> AsyncIterator[str]:
+        rid, created = new_id(shape.id_prefix), now()
+        started, ttft = time.perf_counter(), None
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
+        completion_tokens, seen = 0, set()
+        async for k, chunk in self._merged(requests):
+            prompt_tokens[k] = chunk.prompt_tokens
+            choices = []
+            for c in chunk.choices:
+                index = k * req.n + c.index
+                completion_tokens += c.new_tokens
+                choices.append(shape.delta(index, c.text, c.finish_reason, index not in seen))
+                seen.add(index)
+            if ttft is None:
+                ttft = time.perf_counter() - started
+            body = {"id": rid, "object": shape.chunk_object, "created": created,
+                    "model": req.model, "choices": choices}
+            if include_usage:
+                body["usage"] = None
+            yield f"data: {json.dumps(body)}\n\n"
+        ptotal = sum(prompt_tokens.values())
+        if include_usage:
+            usage = Usage(prompt_tokens=ptotal, completion_tokens=completion_tokens,
+                          total_tokens=ptotal + completion_tokens)
+            yield "data: " + json.dumps({"id": rid, "object": shape.chunk_object, "created": created,
+                                         "model": req.model, "choices": [],
+                                         "usage": usage.model_dump()}) + "\n\n"
+        yield "data: [DONE]\n\n"
+        self.metrics.observe(req.model, shape.endpoint, ptotal, completion_tokens,
+                             time.perf_counter() - started, ttft=ttft)

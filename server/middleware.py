@@ -1,0 +1,53 @@
+"""Request ids, request counting and the last-resort 500, as plain ASGI.
+
+Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware costs
+measurable time per streamed chunk, and it cannot put `x-request-id` on a 500 raised below it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+
+from .metrics import Metrics
+from .openai_protocol import error_body
+
+log = logging.getLogger("loramux.server")
+COUNTED = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+_INTERNAL = json.dumps(error_body("Internal server error; see the server log for this request id.",
+                                  "internal_error", None, 500)).encode()
+
+
+class RequestContext:
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+        rid = rid or uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        status, started = 500, False
+
+        async def send_with_id(message):
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                status, started = message["status"], True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unexpected error", extra={"request_id": rid})
+            if not started:
+                await send_with_id({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": _INTERNAL})
+        finally:
+            if endpoint := COUNTED.get(scope["path"]):
+                self.metrics.count(state.get("model", "-"), endpoint, status)
