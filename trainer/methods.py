@@ -86,7 +86,7 @@ def load_qlora(cfg: TrainConfig) -> Loaded:
 def load_full(cfg: TrainConfig) -> Loaded:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=_base_dtype())
     return Loaded(model, None, {})
 
 

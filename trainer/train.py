@@ -101,6 +101,15 @@ def _dataset(examples):
     return Dataset.from_list([{"messages": e.messages} for e in examples])
 
 
+def quiet() -> None:
+    """Our progress bar is the only one: silence datasets' and transformers' bars."""
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+
+
 def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Console | None = None) -> dict:
     """Train and save the artifact; returns the training half of metrics.json."""
     import torch
@@ -109,6 +118,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
 
     from loramux.trainer.progress import RichProgress, loss_curve
 
+    quiet()
     if cfg.training.threads:
         torch.set_num_threads(cfg.training.threads)
     set_seed(cfg.training.seed)

@@ -1,0 +1,71 @@
+"""Merge an adapter into its base for deployment: a plain model folder vLLM and transformers load.
+
+The merge always happens on the 16-bit (here fp32) base, loaded fresh from its folder, even
+for a QLoRA adapter: merging into 4-bit weights would re-quantize the sum and lose the
+adapter's small updates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.manifest import Manifest
+
+
+def resolve_adapter(adapter: str, store: str | None) -> tuple[Path, Manifest | None]:
+    """A local adapter folder, or `TENANT/NAME[@VERSION|@ALIAS]` resolved in the registry."""
+    local = Path(adapter)
+    if (local / "adapter_config.json").is_file():
+        return local, None
+    if store is None:
+        from loramux.adapters.settings import StoreSettings
+
+        opened = StoreSettings().open()
+    else:
+        from loramux.adapters.store import open_store
+
+        opened = open_store(store)
+    manifest = opened.resolve(adapter)
+    return opened.fetch(manifest), manifest
+
+
+def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str = "float32") -> Path:
+    """Write base + adapter merged (safetensors, config, tokenizer, generation config) to `out`."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (Path(base_dir) / "config.json").is_file():
+        raise NotFound(f"no base model (config.json) in {base_dir}", param="base")
+    if dtype not in ("float32", "bfloat16", "float16"):
+        raise InvalidRequest(f"dtype {dtype!r}: use float32, bfloat16 or float16", param="dtype")
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
+    merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_dir).save_pretrained(out)
+    return out
+
+
+def merge(adapter: str, out: Path, *, base: Path | None = None, store: str | None = None,
+          dtype: str = "float32") -> Path:
+    """`trainer merge`: resolve the adapter, find its base (given, or from its config), merge."""
+    adapter_dir, manifest = resolve_adapter(adapter, store)
+    if base is None:
+        import json
+
+        recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not recorded or not (Path(recorded) / "config.json").is_file():
+            raise InvalidRequest(f"pass --base: the adapter records base {recorded!r}, which is not a local model "
+                                 "folder", param="base")
+        base = Path(recorded)
+    if manifest is not None:
+        from loramux.adapters.base_spec import BaseSpec
+
+        found = BaseSpec.from_dir(base).fingerprint
+        if found != manifest.base_fingerprint:
+            raise InvalidRequest(f"{adapter} was trained on base {manifest.base_model!r} (fingerprint "
+                                 f"{manifest.base_fingerprint}); {base} has fingerprint {found}", param="base")
+    return merge_into_base(adapter_dir, base, out, dtype=dtype)

@@ -1,0 +1,197 @@
+"""`trainer plan`: memory and trainable parameters per method, from the base's config.json alone.
+
+Estimates (bytes), the rules of thumb the fine-tuning guides use, made explicit:
+- full:  bf16 weights 2 + bf16 gradients 2 + AdamW m and v in fp32 8  = 12 per parameter;
+- LoRA:  frozen bf16 weights 2 per parameter; each trainable (fp32) parameter 4 + 4 + 8 = 16;
+- QLoRA: frozen linear weights 0.5 (NF4) + quantization constants (~0.016 with double
+  quantization, 0.0625 without); embeddings and lm_head stay bf16 (2); trainables as LoRA;
+- activations: Korthikanti et al. 34·s·b·h bytes per layer with fused (SDPA/flash) attention,
+  scaled by the MLP width, or ~2·s·b·h per layer plus one layer's worth with gradient
+  checkpointing; plus fp32 logits and their gradient, 8·s·b·V.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loramux.adapters.errors import InvalidRequest
+from loramux.trainer.config import TARGET_SETS
+
+GiB = 2**30
+_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+          "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """'24GiB', '80GB', '16g' -> bytes."""
+    t = text.strip().lower().replace(" ", "")
+    num = t.rstrip("abcdefghijklmnopqrstuvwxyz")
+    unit = t[len(num):]
+    if unit not in _UNITS or not num:
+        raise InvalidRequest(f"cannot read memory size {text!r}: use e.g. 24GiB, 80GB, 16g", param="gpu_mem")
+    return int(float(num) * _UNITS[unit])
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimates need from a Llama-family config.json."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> Shape:
+        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                               "num_attention_heads") if k not in cfg]
+        if missing:
+            raise InvalidRequest(f"base config lacks {', '.join(missing)} (a Llama-family config.json is needed)",
+                                 param="base")
+        heads = cfg["num_attention_heads"]
+        return cls(cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"],
+                   heads, cfg.get("num_key_value_heads") or heads,
+                   cfg.get("head_dim") or cfg["hidden_size"] // heads, bool(cfg.get("tie_word_embeddings")))
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear in one decoder layer."""
+        q, kv, h, i = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, self.intermediate
+        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
+                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
+
+    @property
+    def linear_params(self) -> int:
+        return self.layers * sum(a * b for a, b in self.linears().values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        norms = (2 * self.layers + 1) * self.hidden
+        return self.linear_params + self.embedding_params + norms
+
+    def lora_params(self, r: int, targets: list[str]) -> int:
+        shapes = self.linears()
+        unknown = sorted(set(targets) - set(shapes))
+        if unknown:
+            raise InvalidRequest(f"unknown target modules {unknown}; known: {sorted(shapes)}", param="targets")
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
+
+
+def load_shape(base: str | Path) -> Shape:
+    """From a model folder or a config.json path; weights are never read."""
+    path = Path(base)
+    path = path / "config.json" if path.is_dir() else path
+    try:
+        return Shape.from_config(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise InvalidRequest(f"cannot read base config {path}: {e}", param="base") from None
+
+
+@dataclass
+class Estimate:
+    method: str
+    trainable: int
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    checkpointing: bool
+    notes: str = ""
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+
+def activations(s: Shape, tokens: int, checkpointing: bool) -> float:
+    per_layer = 34 * tokens * s.hidden * (1 + (s.intermediate / (4 * s.hidden) - 1) * 0.5)
+    logits = 8 * tokens * s.vocab
+    if checkpointing:
+        return 2 * tokens * s.hidden * s.layers + per_layer + logits
+    return per_layer * s.layers + logits
+
+
+def estimate(s: Shape, method: str, *, r: int, targets: list[str], tokens: int, checkpointing: bool,
+             double_quant: bool = True) -> Estimate:
+    act = activations(s, tokens, checkpointing)
+    if method == "full":
+        n = s.params
+        return Estimate("full", n, 2 * n, 2 * n, 8 * n, act, checkpointing, "bf16 weights/grads, fp32 AdamW")
+    t = s.lora_params(r, targets)
+    if method == "lora":
+        weights = 2 * s.params + 4 * t
+        note = f"r={r} on {','.join(targets)}"
+    else:
+        frozen_other = s.params - s.linear_params
+        weights = (0.5 + (0.016 if double_quant else 0.0625)) * s.linear_params + 2 * frozen_other + 4 * t
+        note = f"NF4{' + double quant' if double_quant else ''}, r={r} on {','.join(targets)}"
+    return Estimate(method, t, weights, 4 * t, 8 * t, act, checkpointing, note)
+
+
+def recommend_lora(examples: int) -> tuple[int, str]:
+    """Rank and targets by dataset size: small data = small, attention-only updates (less overfit)."""
+    if examples < 1_000:
+        return 8, "attention"
+    if examples < 10_000:
+        return 16, "all-linear"
+    if examples < 100_000:
+        return 32, "all-linear"
+    return 64, "all-linear"
+
+
+@dataclass
+class Plan:
+    shape: Shape
+    gpu_mem: int
+    estimates: list[Estimate] = field(default_factory=list)
+    recommendation: str = ""
+    reason: str = ""
+
+
+def make_plan(base: str | Path, *, gpu_mem: int, examples: int, seq_len: int = 2048, batch_size: int = 1,
+              r: int | None = None, targets: str | list[str] | None = None, headroom: float = 0.9) -> Plan:
+    """Per-method estimates (without, and if needed with, gradient checkpointing) and a recommendation."""
+    s = load_shape(base)
+    rec_r, rec_targets = recommend_lora(examples)
+    r = r or rec_r
+    targets = targets or rec_targets
+    names = TARGET_SETS[targets] if isinstance(targets, str) and targets in TARGET_SETS else (
+        targets.split(",") if isinstance(targets, str) else list(targets))
+    tokens = seq_len * batch_size
+    budget = gpu_mem * headroom
+    plan = Plan(s, gpu_mem)
+    for method in ("full", "lora", "qlora"):
+        e = estimate(s, method, r=r, targets=names, tokens=tokens, checkpointing=False)
+        if e.total > budget:
+            e = estimate(s, method, r=r, targets=names, tokens=tokens, checkpointing=True)
+        plan.estimates.append(e)
+    fits = {e.method: e for e in plan.estimates if e.total <= budget}
+    lora_desc = f"r={r}, targets={targets if isinstance(targets, str) else ','.join(names)}"
+    if "full" in fits and s.params < 1e9 and examples >= 50_000:
+        plan.recommendation, plan.reason = "full", (
+            f"full fine-tuning fits ({fits['full'].total / GiB:.1f} of {gpu_mem / GiB:.0f} GiB), the base is small "
+            f"and {examples:,} examples are enough to move every weight without overfitting")
+    elif "lora" in fits:
+        plan.recommendation, plan.reason = f"lora ({lora_desc})", (
+            f"LoRA fits ({fits['lora'].total / GiB:.1f} of {gpu_mem / GiB:.0f} GiB) at 16-bit quality; "
+            f"{examples:,} examples suit rank {r} on {targets if isinstance(targets, str) else 'these modules'}"
+            + ("" if "full" in fits else "; full fine-tuning does not fit"))
+    elif "qlora" in fits:
+        plan.recommendation, plan.reason = f"qlora ({lora_desc})", (
+            f"only QLoRA fits ({fits['qlora'].total / GiB:.1f} of {gpu_mem / GiB:.0f} GiB): the 4-bit base "
+            f"needs ~{s.linear_params * 0.52 / GiB:.1f} GiB instead of {2 * s.params / GiB:.1f} GiB")
+    else:
+        smallest = min(plan.estimates, key=lambda e: e.total)
+        plan.recommendation, plan.reason = "none fits", (
+            f"even {smallest.method} needs {smallest.total / GiB:.1f} GiB with gradient checkpointing; "
+            "use a shorter --seq-len, a smaller base or a larger GPU")
+    return plan
