@@ -36,7 +36,7 @@ def check_alias(value: str) -> str:
     """An alias: starts with a letter, [a-z0-9_-], and is not all hex (else it reads as a version)."""
     if not _ALIAS.fullmatch(value) or _HEX.fullmatch(value):
         raise InvalidRequest(f"invalid alias {value!r}: start with a letter, use a-z, 0-9, '_', '-',"
-                             " and include a letter after 'f' so it cannot read as a version", param="alias")
+                             " and include a letter other than a-f, so it cannot read as a version", param="alias")
     return value
 
 

@@ -226,6 +226,9 @@ def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
     unknown = sorted((listed | {t.module for t in a.lora}) - known)
     if unknown:
         yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}")
+    stray = sorted(k for k in a.tensors or {} if ".lora_" in k and not _LORA_KEY.search(k))
+    if stray:  # e.g. lm_head / embed_tokens LoRA, which a regex `target_modules` can hide
+        yield _err("target_modules", f"{len(stray)} LoRA tensors outside the decoder layers, e.g. {stray[0]}")
 
 
 @check("quantization")

@@ -105,3 +105,10 @@ def test_qlora_on_a_16_bit_base_is_a_warning_only(adapter_dir, tiny_base, base_s
     nf4_base = BaseSpec.from_config({**config, "quantization_config": {"load_in_4bit": True}}, "tiny",
                                     json.loads((tiny_base / "loramux_base.json").read_text()))
     assert validate_adapter(adapter_dir, base=nf4_base, manifest=manifest).problems == []
+
+
+def test_lora_outside_the_decoder_layers_is_refused_even_behind_a_regex(make_adapter, copy_of, base_spec):
+    path = copy_of(make_adapter(target_modules=["q_proj", "lm_head"]))
+    edit_config(path, target_modules=".*(q_proj|lm_head)")
+    report = validate_adapter(path, base=base_spec)
+    assert checks(report) == ["target_modules"] and "lm_head" in report.errors[0].message
