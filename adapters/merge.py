@@ -38,6 +38,7 @@ class Lora:
 
     config: dict
     modules: dict[str, tuple[object, object]]  # module key -> (A [r, in], B [out, r]) as torch tensors
+    dtype: object  # the dtype the adapter was saved in; the merge is written back in it
 
     @property
     def ranks(self) -> set[int]:
@@ -60,8 +61,10 @@ def load_lora(path: str | Path) -> Lora:
 
     config = read_adapter_config(path)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
+    dtypes = set()
     for key, tensor in load_file(Path(path) / WEIGHTS_FILE).items():
         if m := _LORA.match(key):
+            dtypes.add(tensor.dtype)
             pairs.setdefault(m["module"], {})[m["kind"]] = tensor.to(torch.float32)
     modules = {}
     for module, ab in pairs.items():
@@ -70,7 +73,7 @@ def load_lora(path: str | Path) -> Lora:
         modules[module] = (ab["A"] * _scaling(config, module, ab["A"].shape[0]), ab["B"])
     if not modules:
         raise InvalidRequest(f"{path}: no LoRA A/B tensors to merge", param="adapters")
-    return Lora(config=config, modules=modules)
+    return Lora(config=config, modules=modules, dtype=dtypes.pop() if len(dtypes) == 1 else torch.float32)
 
 
 def _factors(loras: Sequence[Lora], module: str):
@@ -144,7 +147,10 @@ def merged_name(versions: Sequence[str], weights: Sequence[float], strategy: str
 
 def merge_adapters(sources: Sequence[tuple[str | Path, float]], out: str | Path, strategy: str = "cat",
                    **options: object) -> Path:
-    """Merge `(adapter_dir, weight)` pairs with `strategy` into a new adapter folder `out`."""
+    """Merge `(adapter_dir, weight)` pairs with `strategy` into a new adapter folder `out`.
+
+    Computes in float32; writes in the inputs' dtype when they share one (else float32).
+    """
     import torch
     from safetensors.torch import save_file
 
@@ -155,12 +161,13 @@ def merge_adapters(sources: Sequence[tuple[str | Path, float]], out: str | Path,
     loras = [load_lora(path) for path, _ in sources]
     weights = [float(w) for _, w in sources]
     modules = sorted({m for lora in loras for m in lora.modules})
+    dtype = loras[0].dtype if len({lora.dtype for lora in loras}) == 1 else torch.float32
     tensors, ranks = {}, set()
     for module in modules:
         a, b = MERGES[strategy](loras, weights, module, **options)
         ranks.add(a.shape[0])
-        tensors[f"{module}.lora_A.weight"] = a.to(torch.float32).contiguous()
-        tensors[f"{module}.lora_B.weight"] = b.to(torch.float32).contiguous()
+        tensors[f"{module}.lora_A.weight"] = a.to(dtype).contiguous()
+        tensors[f"{module}.lora_B.weight"] = b.to(dtype).contiguous()
     r = max(ranks)
     if len(ranks) > 1:  # an adapter missing from some modules under `cat` would give uneven ranks
         raise InvalidRequest(f"merged ranks differ across modules ({sorted(ranks)})", param="adapters")

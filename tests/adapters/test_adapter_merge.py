@@ -79,3 +79,18 @@ def test_merged_names_are_stable_and_tell_combinations_apart():
     assert merged_name(["a", "b"], [1, 1], "cat") == merged_name(["a", "b"], [1.0, 1.0], "cat")
     assert merged_name(["a", "b"], [1, 1], "cat") != merged_name(["a", "b"], [0.7, 0.3], "cat")
     assert merged_name(["a", "b"], [1, 1], "cat") != merged_name(["a", "b"], [1, 1], "ties", density=0.5)
+
+
+def test_a_merge_keeps_the_inputs_dtype(adapter_dir, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    half = tmp_path / "half"
+    shutil.copytree(adapter_dir, half)
+    weights = half / "adapter_model.safetensors"
+    save_file({k: v.to(torch.bfloat16) for k, v in load_file(weights).items()}, weights)
+    out = merge_adapters([(half, 1.0), (half, 1.0)], tmp_path / "m", "cat")
+    assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {torch.bfloat16}
+    mixed = merge_adapters([(half, 1.0), (adapter_dir, 1.0)], tmp_path / "mixed", "cat")
+    assert {t.dtype for t in load_file(mixed / "adapter_model.safetensors").values()} == {torch.float32}
