@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml scripts/install.sh
 	touch $(STAMP)
 
 serve: install
-	$(BIN)/python -m loramux.server.demo --dir $(DEMO) --host $(HOST) --port $(PORT)
+	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) bash scripts/demo.sh
 
 test: install
 	$(BIN)/python -m pytest -ra --durations=15 $(PYTEST_ARGS)

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from loramux.adapters.cli import app as adapters_app
 from loramux.adapters.errors import LoramuxError
@@ -48,7 +49,7 @@ def _parse_adapters(values: list[str], registry: str | None) -> dict[str, Path]:
 
 
 def _fail(exc: LoramuxError) -> None:
-    err.print(f"[red]error:[/red] {exc.message}", highlight=False, markup=True)
+    err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
     raise typer.Exit(2)
 
 

@@ -80,11 +80,12 @@ class GenerationService:
             if len(ids) >= limit:
                 raise InvalidRequest(f"The prompt is {len(ids)} tokens long; this model's context "
                                      f"is {limit} tokens. Shorten the prompt.", param=param)
-            max_tokens = asked or default_max or (limit - len(ids))
+            room = limit - len(ids)
+            max_tokens = asked or min(default_max or room, room)  # a default never overflows
             if len(ids) + max_tokens > limit:
                 raise InvalidRequest(
                     f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds the "
-                    f"context of {limit} tokens. Ask for at most {limit - len(ids)}.",
+                    f"context of {limit} tokens. Ask for at most {room}.",
                     param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
             sampling = SamplingOptions(max_tokens=max_tokens, temperature=req.temperature,
                                        top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n)
