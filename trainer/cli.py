@@ -193,3 +193,7 @@ def demo_data(
             raise LoramuxError(f"unknown persona {name!r}; known: {sorted(PERSONAS)}")
         train_path, eval_path = write_demo_data(out_dir, name)
         out.print(f"{name}: {train_path} {eval_path}")
+
+
+if __name__ == "__main__":
+    app()

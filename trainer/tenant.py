@@ -60,6 +60,7 @@ class Gate:
 class AddTenantResult:
     manifest: Manifest
     metrics: dict
+    run_dir: Path
     warnings: list[str] = field(default_factory=list)
     server_response: dict | None = None
 
@@ -110,7 +111,7 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: str, base_id:
               "forgetting": m["forgetting"]}
     published = publish(adapter_store, result.artifact, tenant=tenant, name=name, base=base,
                         method=cfg.method, data_hash=m["data_hash"], eval_scores=scores, aliases=aliases)
-    out = AddTenantResult(published.manifest, m, [p.message for p in published.warnings])
+    out = AddTenantResult(published.manifest, m, result.output_dir, [p.message for p in published.warnings])
     if server:
         path = adapter_store.fetch(published.manifest)
         out.server_response = notify_server(server, f"{tenant}/{name}", path, admin_key=admin_key)

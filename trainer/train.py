@@ -13,12 +13,13 @@ import os
 import resource
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import InvalidRequest, LoramuxError
 from loramux.trainer.config import TrainConfig
 from loramux.trainer.data import Splits, load_splits
 from loramux.trainer.methods import METHODS, bf16_available, has_cuda, quantization_record
@@ -142,7 +143,15 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     if checkpoint is not None:
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         tokens0 = state.get("num_input_tokens_seen", 0)
-    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    with warnings.catch_warnings():
+        # bitsandbytes' CPU trap (see methods.py) shows only as this warning; training on would
+        # silently produce a useless adapter, so stop instead.
+        warnings.filterwarnings("error", message=".*autograd kernel was not registered.*")
+        try:
+            result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        except UserWarning as e:
+            raise LoramuxError(f"training is broken (bitsandbytes 4-bit autograd): {e}; a 4-bit model must "
+                               "not run a no-grad forward or generate before training") from None
     wall = time.perf_counter() - start
     tokens = trainer.state.num_input_tokens_seen - tokens0
     eval_loss = trainer.evaluate()["eval_loss"]  # after training: safe on a 4-bit model

@@ -1,0 +1,52 @@
+"""merge writes base + adapter as one model whose logits match the unmerged pair (fp32, 1e-4)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from loramux.trainer.merge import merge
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("fixture,ref", [("lora_tenant", "demo/pirate"), ("qlora_tenant", "demo/robot@prod")])
+def test_merged_model_matches_base_plus_adapter(fixture, ref, request, tiny_base, store, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loramux.adapters.store import open_store
+
+    request.getfixturevalue(fixture)
+    out = merge(ref, tmp_path / "merged", base=tiny_base, store=str(store))
+    config = json.loads((out / "config.json").read_text())
+    assert "quantization_config" not in config  # a QLoRA adapter merges onto the 16-bit base
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+
+    tok = AutoTokenizer.from_pretrained(out)
+    ids = tok.apply_chat_template([{"role": "user", "content": "Where is the blue sky?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
+    unmerged = PeftModel.from_pretrained(base, open_store(str(store)).get(ref)).eval()
+    a, b = _logits(merged, ids), _logits(unmerged, ids)
+    assert (a - b).abs().max().item() <= 1e-4
+    plain = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).eval()
+    assert (a - _logits(plain, ids)).abs().max().item() > 1e-2  # the adapter is really in there
+
+
+def test_merge_refuses_a_base_with_another_fingerprint(lora_tenant, tiny_base, store, tmp_path):
+    import shutil
+
+    from loramux.adapters.errors import InvalidRequest
+
+    other = shutil.copytree(tiny_base, tmp_path / "other-base")  # same shape, another seed: another base
+    identity = json.loads((other / "loramux_base.json").read_text())
+    (other / "loramux_base.json").write_text(json.dumps({**identity, "seed": identity["seed"] + 1}))
+    with pytest.raises(InvalidRequest, match="fingerprint"):
+        merge("demo/pirate", tmp_path / "merged", base=other, store=str(store))
