@@ -195,5 +195,23 @@ def demo_data(
         out.print(f"{name}: {train_path} {eval_path}")
 
 
+@app.command()
+@cli_errors
+def demo(
+    base: Annotated[Path, typer.Option(help="Base model folder (e.g. the tiny base).")],
+    registry: StoreOpt = None,
+    work_dir: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path(".demo/trainer"),
+    threads: Annotated[int, typer.Option(help="CPU threads (1 is fastest on a busy small CPU; 0 = torch default).")] = 1,
+    server: Annotated[str | None, typer.Option(help="Running server to load the new versions into.")] = None,
+) -> None:
+    """Train and publish the demo tenants: demo/pirate (LoRA) and demo/robot (QLoRA)."""
+    from loramux.adapters.settings import StoreSettings
+    from loramux.trainer.demo import train_demo_tenants
+
+    store = registry or StoreSettings().store
+    for mf in train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, console=err):
+        out.print(f"{mf.tenant}/{mf.name}: {mf.short_version} ({mf.method}) {mf.eval_scores}")
+
+
 if __name__ == "__main__":
     app()

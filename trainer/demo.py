@@ -67,3 +67,36 @@ def write_demo_data(out_dir: str | Path, persona: str = "pirate", *, n_train: in
             seen.add(q)
     out = Path(out_dir)
     return write_jsonl(out / f"{persona}.train.jsonl", train), write_jsonl(out / f"{persona}.eval.jsonl", held)
+
+
+def train_demo_tenants(base: str | Path, store: str, work_dir: str | Path, *, threads: int | None = 1,
+                       server: str | None = None, console=None) -> list:
+    """Train, gate and publish every demo persona (LoRA pirate, QLoRA robot); ~1 min each on a CPU.
+
+    Idempotent: a persona whose `prod` version was trained on the same data is skipped.
+    Returns the manifests now behind `demo/PERSONA`.
+    """
+    from loramux.adapters.errors import NotFound
+    from loramux.adapters.store import open_store
+    from loramux.trainer.config import load_config, recipe_path
+    from loramux.trainer.data import file_hash
+    from loramux.trainer.tenant import add_tenant
+
+    work = Path(work_dir)
+    opened = open_store(store)
+    manifests = []
+    for persona, p in PERSONAS.items():
+        train, held = write_demo_data(work / "data", persona)
+        try:
+            current = opened.resolve(f"{p.tenant}/{p.name}")
+        except NotFound:
+            current = None
+        if current is not None and current.data_hash == file_hash([train, held]):
+            manifests.append(current)
+            continue
+        cfg = load_config(recipe_path(p.method), [
+            f"base={base}", f"data.train={train}", f"data.eval={held}", f"output_dir={work / 'runs' / persona}",
+            *([f"training.threads={threads}"] if threads else [])])
+        manifests.append(add_tenant(cfg, tenant=p.tenant, name=p.name, store=store, server=server,
+                                    console=console).manifest)
+    return manifests

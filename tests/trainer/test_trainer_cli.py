@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from loramux.trainer.cli import app
 
-from .conftest import FAST
+FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a busy small CPU
 
 
 def test_bad_data_prints_every_problem_without_a_traceback(tiny_base, tmp_path):

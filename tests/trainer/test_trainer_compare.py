@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from loramux.trainer.cli import app
 from loramux.trainer.config import recipe_path
 
-from .conftest import FAST
+FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a busy small CPU
 
 
 def test_compare_table_has_every_method(tiny_base, demo_data, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from loramux.trainer.config import load_config, recipe_path
 from loramux.trainer.train import latest_checkpoint, train
 
-from .conftest import FAST
+FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a busy small CPU
 
 STEPS, EVERY = 60, 10
 

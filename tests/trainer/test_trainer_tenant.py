@@ -12,7 +12,7 @@ from loramux.adapters.store import open_store
 from loramux.trainer.config import load_config, recipe_path
 from loramux.trainer.tenant import Gate, GateFailed, add_tenant
 
-from .conftest import FAST
+FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a busy small CPU
 
 
 def test_published_manifest_records_data_hash_scores_and_method(lora_tenant, store):

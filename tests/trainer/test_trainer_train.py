@@ -53,3 +53,13 @@ def test_qlora_records_its_quantization_and_saves_plain_lora_tensors(qlora_tenan
     with safe_open(str(path / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys)
+
+
+def test_demo_tenants_are_the_shipped_recipes_and_rerunning_the_demo_retrains_nothing(
+        lora_tenant, qlora_tenant, tiny_base, store, tmp_path):
+    from loramux.trainer.demo import train_demo_tenants
+
+    manifests = train_demo_tenants(tiny_base, str(store), tmp_path)  # same data already published: skip
+    assert [(m.name, m.method, m.version) for m in manifests] == [
+        ("pirate", "lora", lora_tenant.manifest.version), ("robot", "qlora", qlora_tenant.manifest.version)]
+    assert not (tmp_path / "runs").exists()
