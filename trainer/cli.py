@@ -57,14 +57,14 @@ def _summary(m: dict) -> Table:
 @app.command()
 @cli_errors
 def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML (see trainer/recipes/).")],
+    config: Annotated[str, typer.Option("--config", "-c", help="Recipe YAML, or a shipped recipe: lora, qlora, full.")],
     overrides: Overrides = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest complete checkpoint.")] = False,
 ) -> None:
     """Fine-tune a base with LoRA, QLoRA or full fine-tuning."""
     from loramux.trainer.train import train as run
 
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(recipe_path(config), overrides or [])
     result = run(cfg, resume=resume, console=err)
     out.print(_summary(result.metrics))
     out.print(f"{'adapter' if cfg.method != 'full' else 'model'}: {result.artifact}\n"
@@ -81,7 +81,7 @@ def add_tenant(
     eval: Annotated[Path | None, typer.Option("--eval", help="Held-out JSONL; else a fraction of --data.")] = None,
     registry: StoreOpt = None,
     method: Annotated[str, typer.Option(help="lora | qlora")] = "lora",
-    config: Annotated[Path | None, typer.Option(help="Recipe YAML; default: the shipped one for --method.")] = None,
+    config: Annotated[str | None, typer.Option(help="Recipe YAML; default: the shipped one for --method.")] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Run folder; default runs/TENANT/NAME.")] = None,
     min_gain: Annotated[float, typer.Option(help="Required score gain over the base.")] = 0.05,
     min_score: Annotated[float, typer.Option(help="Required absolute score.")] = 0.0,
@@ -95,7 +95,7 @@ def add_tenant(
     from loramux.trainer.tenant import Gate
     from loramux.trainer.tenant import add_tenant as run
 
-    cfg = load_config(config or recipe_path(method), [
+    cfg = load_config(recipe_path(config or method), [
         f"method={method}", f"base={base}", f"data.train={data}", f"data.eval={eval or 'null'}",
         f"output_dir={output_dir or Path('runs') / tenant / name}", *(overrides or [])])
     store = registry or StoreSettings().store
@@ -163,7 +163,7 @@ def plan(
 @app.command()
 @cli_errors
 def compare(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Recipe YAML with the data and base.")],
+    config: Annotated[str, typer.Option("--config", "-c", help="Recipe YAML with the data and base (or lora, ...).")],
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "lora,qlora,full",
     overrides: Overrides = None,
 ) -> None:
@@ -172,7 +172,7 @@ def compare(
     from loramux.trainer.compare import table, write_rows
 
     plain = [o for o in overrides or [] if o.split(".", 1)[0] not in methods.split(",")]
-    cfg = load_config(config, plain)
+    cfg = load_config(recipe_path(config), plain)
     rows = run(cfg, [m.strip() for m in methods.split(",") if m.strip()],
                [o for o in overrides or [] if o not in plain])
     out.print(table(rows))
