@@ -1,7 +1,8 @@
 """What an adapter needs to know about its base: identity, fingerprint and layer shapes.
 
-Read from the base's `config.json` alone (no weights, no torch), so the server can check
-an adapter against its base before it asks the engine to load anything.
+Read from the base's `config.json` and tokenizer files (no weights, no torch), so the
+server can check an adapter against its base before it asks the engine to load anything.
+The fingerprint covers both: the same architecture with another vocabulary is another base.
 """
 
 from __future__ import annotations
@@ -21,13 +22,34 @@ _VOLATILE = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "u
 # The tiny base records its seed here: two tiny bases of one shape are still different bases.
 _IDENTITY_FILE = "loramux_base.json"
 
+# Every file a Hugging Face tokenizer may be saved as; those present are hashed, bytes as-is.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "tokenizer.model", "vocab.json", "merges.txt", "vocab.txt")
+
 Quantization = Literal["nf4", "fp4", "int8"]
 
 
-def fingerprint(config: dict, identity: dict | None = None) -> str:
-    """sha256 of the base's config (volatile keys dropped), canonical JSON; 16 hex chars."""
+def tokenizer_hash(path: str | Path) -> str | None:
+    """sha256 over the tokenizer files present in `path` (name + bytes); None when there are none."""
+    outer, found = hashlib.sha256(), False
+    for name in TOKENIZER_FILES:
+        file = Path(path) / name
+        if file.is_file():
+            found = True
+            outer.update(f"{name}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
+    return outer.hexdigest()[:16] if found else None
+
+
+def fingerprint(config: dict, identity: dict | None = None, tokenizer: str | None = None) -> str:
+    """sha256 of the base's config (volatile keys dropped) and tokenizer hash; 16 hex chars.
+
+    Without a tokenizer this is the config-only fingerprint manifests of schema 1 recorded.
+    """
     stable = {k: v for k, v in config.items() if k not in _VOLATILE}
-    blob = json.dumps({"config": stable, "identity": identity}, sort_keys=True, separators=(",", ":"))
+    doc: dict = {"config": stable, "identity": identity}
+    if tokenizer is not None:
+        doc["tokenizer"] = tokenizer
+    blob = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -38,6 +60,9 @@ class BaseSpec(BaseModel):
 
     id: str
     fingerprint: str
+    """Hash of config.json and the tokenizer files: what manifests record and serving checks."""
+    config_fingerprint: str | None = None
+    """Hash of config.json alone (what schema-1 manifests recorded); None means same as `fingerprint`."""
     hidden_size: int
     intermediate_size: int
     num_hidden_layers: int
@@ -56,11 +81,12 @@ class BaseSpec(BaseModel):
             raise InvalidRequest(f"cannot read base model config in {path}: {e}", param="base") from None
         identity_file = path / _IDENTITY_FILE
         identity = json.loads(identity_file.read_text()) if identity_file.is_file() else None
-        return cls.from_config(config, model_id or path.name, identity)
+        return cls.from_config(config, model_id or path.name, identity, tokenizer_hash(path))
 
     @classmethod
-    def from_config(cls, config: dict, model_id: str, identity: dict | None = None) -> BaseSpec:
-        """Describe a base from its parsed `config.json`."""
+    def from_config(cls, config: dict, model_id: str, identity: dict | None = None,
+                    tokenizer: str | None = None) -> BaseSpec:
+        """Describe a base from its parsed `config.json` (and the hash of its tokenizer files)."""
         heads = config["num_attention_heads"]
         quant = config.get("quantization_config") or {}
         if quant.get("load_in_4bit"):
@@ -68,12 +94,17 @@ class BaseSpec(BaseModel):
         else:
             quantization = "int8" if quant.get("load_in_8bit") else None
         return cls(
-            id=model_id, fingerprint=fingerprint(config, identity),
+            id=model_id, fingerprint=fingerprint(config, identity, tokenizer),
+            config_fingerprint=fingerprint(config, identity) if tokenizer else None,
             hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
             num_hidden_layers=config["num_hidden_layers"], num_attention_heads=heads,
             num_key_value_heads=config.get("num_key_value_heads", heads),
             head_dim=config.get("head_dim") or config["hidden_size"] // heads,
             quantization=quantization)
+
+    def matches(self, recorded: str) -> bool:
+        """Does a manifest's recorded fingerprint name this base (schema-1 manifests: config only)?"""
+        return recorded in (self.fingerprint, self.config_fingerprint)
 
     def linear_shapes(self) -> dict[str, tuple[int, int]]:
         """(in_features, out_features) of every LoRA-targetable linear in one decoder layer."""

@@ -41,3 +41,11 @@ class Conflict(LoramuxError):
     status_code = 409
     type = "invalid_request_error"
     code = "conflict"
+
+
+class StoreUnavailable(LoramuxError):
+    """The adapter store cannot be reached (S3 endpoint down, credentials refused...)."""
+
+    status_code = 503
+    type = "service_unavailable"
+    code = "store_unavailable"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -25,6 +26,45 @@ ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 MANIFEST_FILE = "manifest.json"
 
 Method = Literal["lora", "qlora"]
+
+# safetensors dtype codes -> torch-style names
+_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn",
+           "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8"}
+
+
+def loramux_version() -> str:
+    """The installed loramux distribution's version ("unknown" when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("loramux")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def weights_dtype(adapter_dir: str | Path) -> str | None:
+    """The dtype of the adapter's tensors from the safetensors header ("mixed" if several; None if unreadable)."""
+    try:
+        with open(Path(adapter_dir) / WEIGHTS_FILE, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(size)) if size < 100_000_000 else {}
+    except (OSError, ValueError, struct.error):
+        return None
+    codes = {v["dtype"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "dtype" in v}
+    if not codes:
+        return None
+    return _DTYPES.get(codes.pop(), "unknown") if len(codes) == 1 else "mixed"
+
+
+class Quantization(BaseModel):
+    """How the base was quantized while a QLoRA adapter trained on it (bitsandbytes settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    bits: Literal[4, 8] = 4
+    quant_type: str = Field("nf4", description="nf4 | fp4 (4-bit) or int8")
+    double_quant: bool | None = None
+    compute_dtype: str | None = None
 
 
 def file_sha256(path: Path) -> str:
@@ -58,32 +98,48 @@ class Manifest(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = Field(2, description="1: no dtype/quantization/loramux_version, "
+                                          "fingerprint over config.json only")
     tenant: Segment
     name: Segment
     version: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 content hash of the adapter files")
     base_model: str = Field(description="served id of the base the adapter was trained on")
-    base_fingerprint: str = Field(description="hash of the base's config; must match the serving base")
+    base_fingerprint: str = Field(description="hash of the base's config.json and tokenizer files")
     method: Method = "lora"
+    quantization: Quantization | None = Field(None, description="4-bit settings of the base (qlora only)")
     rank: int = Field(gt=0)
     alpha: float
     target_modules: list[str]
+    dtype: str | None = Field(None, description="dtype of the adapter tensors (float32, bfloat16...)")
     data_hash: str | None = Field(None, description="hash of the training data")
     eval_scores: dict[str, float] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    loramux_version: str | None = Field(None, description="loramux release that published it")
 
     @classmethod
     def create(cls, adapter_dir: str | Path, *, tenant: str, name: str, base: BaseSpec,
                method: Method = "lora", data_hash: str | None = None,
-               eval_scores: dict[str, float] | None = None) -> Manifest:
-        """Describe the adapter in `adapter_dir`: rank, alpha and targets come from its config."""
+               eval_scores: dict[str, float] | None = None,
+               quantization: Quantization | dict | None = None) -> Manifest:
+        """Describe the adapter in `adapter_dir`: rank, alpha and targets come from its config.
+
+        `quantization` (qlora): the bitsandbytes settings it trained under; when omitted for a
+        qlora adapter, the base's own quantization if it has one, else 4-bit NF4.
+        """
         config = read_adapter_config(adapter_dir)
         targets = config.get("target_modules") or []
+        if method == "qlora" and quantization is None:
+            quantization = Quantization(bits=8 if base.quantization == "int8" else 4,
+                                        quant_type=base.quantization or "nf4")
+        elif method != "qlora" and quantization is not None:
+            raise InvalidRequest("quantization settings only apply to method 'qlora'", param="quantization")
         return cls(tenant=tenant, name=name, version=content_hash(adapter_dir), base_model=base.id,
-                   base_fingerprint=base.fingerprint, method=method, rank=config.get("r", 0),
-                   alpha=config.get("lora_alpha", config.get("r", 0)),
+                   base_fingerprint=base.fingerprint, method=method,
+                   quantization=Quantization.model_validate(quantization) if quantization is not None else None,
+                   rank=config.get("r", 0), alpha=config.get("lora_alpha", config.get("r", 0)),
                    target_modules=sorted([targets] if isinstance(targets, str) else targets),
-                   data_hash=data_hash, eval_scores=eval_scores or {})
+                   dtype=weights_dtype(adapter_dir), data_hash=data_hash, eval_scores=eval_scores or {},
+                   loramux_version=loramux_version())
 
     @property
     def ref(self) -> AdapterRef:

@@ -1,9 +1,11 @@
 """Public name -> immutable version -> local path; and the one way to publish.
 
-The server asks `Resolver.resolve(model, tenant=...)` on every request naming an adapter:
-aliases are read afresh each time (they move) unless `ttl_s` allows reusing an answer that
-long (worth it on S3, where a resolve is two GETs), the version they give never changes,
-and the path handed to the engine is checked to lie inside the store root. The trainer calls
+The server asks `Resolver.resolve(model, tenant=..., routing_key=...)` on every request
+naming an adapter: aliases are read afresh each time (they move) unless `ttl_s` allows
+reusing an answer that long (worth it on S3, where an alias read is a GET), the version
+they give never changes, and the path handed to the engine is checked to lie inside the
+store root. An alias with a canary sends a `weight` share of routing keys (e.g. a request
+or user id) to the canary version, the same key always to the same version. The trainer calls
 `publish`, which validates first, so nothing unservable ever gets a version.
 """
 
@@ -16,9 +18,9 @@ from pathlib import Path
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
-from loramux.adapters.manifest import Manifest, Method
+from loramux.adapters.manifest import Manifest, Method, Quantization
 from loramux.adapters.names import AdapterRef
-from loramux.adapters.store.base import AdapterStore, not_found
+from loramux.adapters.store.base import AdapterStore, Route, not_found
 from loramux.adapters.validation import Problem, validate_adapter
 
 
@@ -56,13 +58,15 @@ class Resolver:
         self.store = store
         self.root = Path(os.path.realpath(store.root))
         self.ttl_s = ttl_s
-        self._cache: dict[AdapterRef, tuple[float, Resolved]] = {}
+        self._cache: dict[AdapterRef, tuple[float, Route]] = {}
 
-    def resolve(self, model: str | AdapterRef, *, tenant: str | None = None) -> Resolved:
+    def resolve(self, model: str | AdapterRef, *, tenant: str | None = None,
+                routing_key: str | None = None) -> Resolved:
         """Resolve `model` for a caller of `tenant` (None: any tenant, for admins).
 
         Unknown, malformed, other tenants' and out-of-store names all raise the same
-        NotFound, so a caller learns nothing about adapters it may not use.
+        NotFound, so a caller learns nothing about adapters it may not use. For an alias
+        with a canary, `routing_key` picks the version deterministically (random if None).
         """
         try:
             ref = model if isinstance(model, AdapterRef) else AdapterRef.parse(model)
@@ -72,15 +76,16 @@ class Resolver:
             raise not_found(model)
         now = time.monotonic()
         if self.ttl_s > 0 and (hit := self._cache.get(ref)) and hit[0] > now:
-            return hit[1]
-        manifest = self.store.resolve(ref)
+            route = hit[1]
+        else:
+            route = self.store.route(ref)
+        manifest = route.pick(routing_key)
         path = within(self.root, self.store.fetch(manifest))
         if path is None or not path.is_dir():
             raise not_found(model)
-        resolved = Resolved(manifest=manifest, path=path)
-        if self.ttl_s > 0:
-            self._cache[ref] = (now + self.ttl_s, resolved)
-        return resolved
+        if self.ttl_s > 0 and not (hit and hit[1] is route):
+            self._cache[ref] = (now + self.ttl_s, route)
+        return Resolved(manifest=manifest, path=path)
 
     def check_path(self, path: str | Path, param: str = "lora_path") -> Path:
         """Admin-supplied adapter path (vLLM's load_lora_adapter): must lie inside the store."""
@@ -101,14 +106,15 @@ class Published:
 def publish(store: AdapterStore, adapter_dir: str | Path, *, tenant: str, name: str, base: BaseSpec,
             method: Method = "lora", data_hash: str | None = None,
             eval_scores: dict[str, float] | None = None, aliases: tuple[str, ...] = (),
-            max_rank: int | None = None) -> Published:
+            max_rank: int | None = None, quantization: Quantization | dict | None = None) -> Published:
     """Validate, then publish atomically, then point `aliases` (e.g. `("prod",)`) at the version.
 
-    Raises AdapterInvalid listing every problem; warnings come back in the result.
+    `quantization`: for method "qlora", the 4-bit settings it trained under (recorded in
+    the manifest). Raises AdapterInvalid listing every problem; warnings come back.
     """
-    report = validate_adapter(adapter_dir, base=base, max_rank=max_rank).raise_for_errors()
+    report = validate_adapter(adapter_dir, base=base, max_rank=max_rank, method=method).raise_for_errors()
     manifest = Manifest.create(adapter_dir, tenant=tenant, name=name, base=base, method=method,
-                               data_hash=data_hash, eval_scores=eval_scores)
+                               data_hash=data_hash, eval_scores=eval_scores, quantization=quantization)
     stored = store.put(adapter_dir, manifest)
     for alias in aliases:
         store.set_alias(stored.ref, alias)

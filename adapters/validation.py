@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, content_hash
+from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, Method, content_hash
 
 # Linear layers of a Llama-style decoder layer; used when no base is given.
 LLAMA_LINEARS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
@@ -26,11 +26,16 @@ _LORA_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:.*\.)?([A-Za-z0-9_]+)\.lora_(
 
 
 class Problem(BaseModel):
-    """One finding. `check` names the rule, so callers can branch without reading text."""
+    """One finding: what is wrong and what to do about it. `check` names the rule, so
+    callers can branch without reading text."""
 
     check: str
     message: str
+    fix: str | None = None
     severity: Literal["error", "warning"] = "error"
+
+    def __str__(self) -> str:
+        return f"[{self.check}] {self.message}" + (f" -> fix: {self.fix}" if self.fix else "")
 
 
 class ValidationReport(BaseModel):
@@ -62,7 +67,7 @@ class AdapterInvalid(InvalidRequest):
     code = "invalid_adapter"
 
     def __init__(self, report: ValidationReport) -> None:
-        lines = "\n".join(f"- [{p.check}] {p.message}" for p in report.errors)
+        lines = "\n".join(f"- {p}" for p in report.errors)
         n = len(report.errors)
         super().__init__(f"adapter {report.adapter} is not servable ({n} problem{'s' * (n != 1)}):\n{lines}",
                          param="adapter")
@@ -94,6 +99,7 @@ class Policy:
     base: BaseSpec | None = None
     max_rank: int | None = None
     manifest: Manifest | None = None
+    method: Method | None = None  # how it was trained, when there is no manifest yet (publish)
 
 
 Check = Callable[[Adapter, Policy], Iterator[Problem]]
@@ -107,8 +113,11 @@ def check(name: str) -> Callable[[Check], Check]:
     return register
 
 
-def _err(check_name: str, message: str) -> Problem:
-    return Problem(check=check_name, message=message)
+def _err(check_name: str, message: str, fix: str) -> Problem:
+    return Problem(check=check_name, message=message, fix=fix)
+
+
+_RESAVE = "re-save the adapter with peft's save_pretrained(..., safe_serialization=True)"
 
 
 def _read(path: Path) -> tuple[Adapter, list[Problem]]:
@@ -118,14 +127,14 @@ def _read(path: Path) -> tuple[Adapter, list[Problem]]:
         adapter.config = json.loads((path / CONFIG_FILE).read_text())
         if not isinstance(adapter.config, dict):
             adapter.config = None
-            problems.append(_err("config", f"{CONFIG_FILE} is not a JSON object"))
+            problems.append(_err("config", f"{CONFIG_FILE} is not a JSON object", _RESAVE))
     except (OSError, ValueError) as e:
-        problems.append(_err("config", f"cannot read {CONFIG_FILE}: {e}"))
+        problems.append(_err("config", f"cannot read {CONFIG_FILE}: {e}", _RESAVE))
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         extra = " (pickled .bin weights are not accepted; save with safe_serialization)" \
             if (path / "adapter_model.bin").exists() else ""
-        problems.append(_err("weights", f"{WEIGHTS_FILE} is missing{extra}"))
+        problems.append(_err("weights", f"{WEIGHTS_FILE} is missing{extra}", _RESAVE))
         return adapter, problems
     try:
         from safetensors import safe_open
@@ -133,7 +142,8 @@ def _read(path: Path) -> tuple[Adapter, list[Problem]]:
         with safe_open(weights, framework="numpy") as f:
             adapter.tensors = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
     except Exception as e:  # safetensors raises several types for a corrupt file
-        problems.append(_err("weights", f"{WEIGHTS_FILE} is unreadable or corrupt: {e}"))
+        problems.append(_err("weights", f"{WEIGHTS_FILE} is unreadable or corrupt: {e}",
+                             "copy the file again (it was likely truncated in transfer) or " + _RESAVE))
         return adapter, problems
     for key, shape in adapter.tensors.items():
         if m := _LORA_KEY.search(key):
@@ -146,12 +156,23 @@ def _config(a: Adapter, p: Policy) -> Iterator[Problem]:
     if a.config is None:
         return
     if a.config.get("peft_type", "LORA") != "LORA":
-        yield _err("config", f"peft_type is {a.config['peft_type']!r}; only LORA adapters are served")
+        yield _err("config", f"peft_type is {a.config['peft_type']!r}; only LORA adapters are served",
+                   "train a LoRA adapter (peft LoraConfig) instead")
     r = a.config.get("r")
     if not isinstance(r, int) or r <= 0:
-        yield _err("config", f"rank `r` must be a positive integer, got {r!r}")
+        yield _err("config", f"rank `r` must be a positive integer, got {r!r}",
+                   f"set `r` in {CONFIG_FILE} to the rank the tensors were trained with")
     if a.tensors is not None and not a.lora:
-        yield _err("weights", f"{WEIGHTS_FILE} holds no LoRA A/B tensors")
+        yield _err("weights", f"{WEIGHTS_FILE} holds no LoRA A/B tensors", _RESAVE)
+    ranks: dict[tuple[int, str], dict[str, int]] = {}
+    for t in a.lora:
+        if len(t.shape) == 2:
+            ranks.setdefault((t.layer, t.module), {})[t.kind] = t.shape[0] if t.kind == "A" else t.shape[1]
+    broken = sorted(f"layers.{layer}.{m}" for (layer, m), ab in ranks.items()
+                    if set(ab) != {"A", "B"} or ab["A"] != ab["B"])
+    if broken:
+        yield _err("weights", f"lora_A/lora_B missing or of different ranks in {len(broken)} modules,"
+                   f" e.g. {broken[0]}", _RESAVE)
 
 
 @check("integrity")
@@ -164,21 +185,24 @@ def _integrity(a: Adapter, p: Policy) -> Iterator[Problem]:
         return
     if actual != p.manifest.version:
         yield _err("integrity", f"files hash to {actual[:12]}, not to the published version "
-                   f"{p.manifest.short_version}: the stored copy is corrupt")
+                   f"{p.manifest.short_version}: the stored copy is corrupt",
+                   "delete the cached copy so it is fetched again, or republish from the original files")
 
 
 @check("base")
 def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
     if p.base is None:
         return
-    if p.manifest is not None and p.manifest.base_fingerprint != p.base.fingerprint:
+    retrain = f"retrain the adapter on {p.base.id!r}, or serve it with the base it was trained on"
+    if p.manifest is not None and not p.base.matches(p.manifest.base_fingerprint):
         yield _err("base", f"trained on base {p.manifest.base_model!r} (fingerprint "
-                   f"{p.manifest.base_fingerprint}), serving base is {p.base.id!r} ({p.base.fingerprint})")
+                   f"{p.manifest.base_fingerprint}), serving base is {p.base.id!r} ({p.base.fingerprint})", retrain)
     shapes, seen = p.base.linear_shapes(), set()
     for t in a.lora:
         if t.layer >= p.base.num_hidden_layers and ("layer", t.layer) not in seen:
             seen.add(("layer", t.layer))
-            yield _err("base", f"adapter has layer {t.layer}; the base has {p.base.num_hidden_layers} layers")
+            yield _err("base", f"adapter has layer {t.layer}; the base has {p.base.num_hidden_layers} layers",
+                       retrain)
         if t.module not in shapes or len(t.shape) != 2:
             continue
         fan_in, fan_out = shapes[t.module]
@@ -186,7 +210,8 @@ def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
         if dim != want and (t.module, t.kind) not in seen:
             seen.add((t.module, t.kind))
             side = "in_features" if t.kind == "A" else "out_features"
-            yield _err("base", f"{t.module}.lora_{t.kind} has {side} {dim}; the base's {t.module} has {want}")
+            yield _err("base", f"{t.module}.lora_{t.kind} has {side} {dim}; the base's {t.module} has {want}",
+                       retrain)
 
 
 @check("rank")
@@ -198,14 +223,16 @@ def _rank(a: Adapter, p: Policy) -> Iterator[Problem]:
         pattern = (a.config.get("rank_pattern") or {}).values()
         ranks.update(v for v in pattern if isinstance(v, int))
     if p.max_rank is not None and ranks and max(ranks) > p.max_rank:
-        yield _err("rank", f"rank {max(ranks)} is above the server's cap of {p.max_rank}")
+        yield _err("rank", f"rank {max(ranks)} is above the server's cap of {p.max_rank}",
+                   f"retrain with r <= {p.max_rank}, or raise the cap (loramux serve --max-lora-rank {max(ranks)})")
 
 
 @check("dora")
 def _dora(a: Adapter, p: Policy) -> Iterator[Problem]:
     in_tensors = any("lora_magnitude_vector" in k for k in a.tensors or {})
     if (a.config or {}).get("use_dora") or in_tensors:
-        yield _err("dora", "DoRA adapters (use_dora) are not supported by the engine")
+        yield _err("dora", "DoRA adapters (use_dora) are not supported by the engine",
+                   "retrain with use_dora=False")
 
 
 @check("modules_to_save")
@@ -215,7 +242,7 @@ def _modules_to_save(a: Adapter, p: Policy) -> Iterator[Problem]:
     if listed or in_tensors:
         what = ", ".join(listed) if listed else f"{len(in_tensors)} tensors"
         yield _err("modules_to_save", f"modules_to_save ({what}) is not supported: the adapter must hold"
-                   " LoRA weights only")
+                   " LoRA weights only", "retrain without modules_to_save (keep embeddings and lm_head frozen)")
 
 
 @check("target_modules")
@@ -225,26 +252,47 @@ def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
     listed = set(targets) if isinstance(targets, list) else set()  # a str is a regex or "all-linear"
     unknown = sorted((listed | {t.module for t in a.lora}) - known)
     if unknown:
-        yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}")
+        yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}",
+                   f"retrain with target_modules among {sorted(known)}")
     stray = sorted(k for k in a.tensors or {} if ".lora_" in k and not _LORA_KEY.search(k))
     if stray:  # e.g. lm_head / embed_tokens LoRA, which a regex `target_modules` can hide
-        yield _err("target_modules", f"{len(stray)} LoRA tensors outside the decoder layers, e.g. {stray[0]}")
+        yield _err("target_modules", f"{len(stray)} LoRA tensors outside the decoder layers, e.g. {stray[0]}",
+                   "retrain with LoRA on the decoder layers' linear modules only (not embed_tokens/lm_head)")
+    in_tensors = {t.module for t in a.lora}
+    if listed and a.tensors is not None and in_tensors and in_tensors != listed:
+        extra, missing = sorted(in_tensors - listed), sorted(listed - in_tensors)
+        what = "; ".join(x for x in (extra and f"tensors for {extra} not in target_modules",
+                                     missing and f"target_modules {missing} without tensors") if x)
+        yield _err("target_modules", f"the tensors do not match target_modules: {what}",
+                   f"re-save the adapter so {CONFIG_FILE} lists exactly the modules it has weights for")
+
+
+@check("bias")
+def _bias(a: Adapter, p: Policy) -> Iterator[Problem]:
+    declared = (a.config or {}).get("bias", "none")
+    trained = sorted(k for k in a.tensors or {} if k.endswith(".bias"))
+    if declared not in (None, "none") or trained:
+        what = f"bias={declared!r}" if declared not in (None, "none") else f"{len(trained)} bias tensors"
+        yield _err("bias", f"bias training ({what}) is not supported: the engine applies LoRA A/B only",
+                   "retrain with bias='none'")
 
 
 @check("quantization")
 def _quantization(a: Adapter, p: Policy) -> Iterator[Problem]:
-    if p.manifest and p.base and p.manifest.method == "qlora" and p.base.quantization is None:
+    method = p.manifest.method if p.manifest else p.method
+    if p.base and method == "qlora" and p.base.quantization is None:
         yield Problem(check="quantization", severity="warning",
                       message="trained on a 4-bit base (QLoRA), served on a 16-bit one: outputs"
-                      " will differ slightly from those measured at training time")
+                      " will differ slightly from those measured at training time",
+                      fix="check the eval score on the 16-bit base before promoting it, or serve a 4-bit base")
 
 
 def validate_adapter(path: str | Path, *, base: BaseSpec | None = None, max_rank: int | None = None,
-                     manifest: Manifest | None = None) -> ValidationReport:
+                     manifest: Manifest | None = None, method: Method | None = None) -> ValidationReport:
     """Run every check in CHECKS on the adapter in `path`; never raises for a bad adapter."""
     path = Path(path)
     adapter, problems = _read(path)
-    policy = Policy(base=base, max_rank=max_rank, manifest=manifest)
+    policy = Policy(base=base, max_rank=max_rank, manifest=manifest, method=method)
     for fn in CHECKS.values():
         problems.extend(fn(adapter, policy))
     label = manifest.served_name if manifest else str(path)

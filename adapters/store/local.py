@@ -5,9 +5,10 @@
     ROOT/.staging/  ROOT/.trash/        (never listed; names can't start with a dot)
 
 A version is written complete in `.staging` and renamed into place in one step, so a
-reader sees all of it or nothing, and a crash leaves only staging litter. Aliases are
-replaced with `os.replace`, also atomic. Alias changes and deletes of one adapter take an
-flock, so a delete cannot race a new alias onto the version it removes.
+reader sees all of it or nothing, and a crash leaves only staging litter. An alias (one
+JSON record: version, canary, history) is replaced with `os.replace`, also atomic. Alias
+changes, rollbacks and deletes of one adapter take an flock, so read-modify-write of a
+record never loses an update and a delete cannot race a new alias onto its version.
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ class LocalStore(StoreBase):
 
     def _read_alias(self, tenant: str, name: str, alias: str) -> str | None:
         try:
-            return (self.root / tenant / name / "aliases" / alias).read_text().strip()
+            return (self.root / tenant / name / "aliases" / alias).read_text()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -116,16 +117,16 @@ class LocalStore(StoreBase):
         out = {}
         for p in sorted(base.iterdir()):
             if not p.name.startswith("."):
-                out[p.name] = p.read_text().strip()
+                out[p.name] = p.read_text()
         return out
 
-    def _write_alias(self, tenant: str, name: str, alias: str, version: str | None) -> None:
+    def _write_alias(self, tenant: str, name: str, alias: str, text: str | None) -> None:
         path = self.root / tenant / name / "aliases" / alias
-        if version is None:
+        if text is None:
             path.unlink(missing_ok=True)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, version + "\n")
+        write_atomic(path, text)
 
     def _publish(self, src: Path, manifest: Manifest) -> Manifest:
         self._sweep_staging()
