@@ -1,11 +1,16 @@
-"""How fast is the registry? Publish, resolve, list, validate, fetch, merge — local and S3 (SeaweedFS).
+"""How fast is the registry at scale? 1,000 adapters x 10 versions in each store (local, S3).
 
-    .venv/bin/python tests/bench/bench_registry.py [--versions 200] [--repeat 200] [--no-s3]
+    .venv/bin/python tests/bench/bench_registry.py [--adapters 1000] [--versions 10] [--no-s3]
+    .venv/bin/python tests/bench/bench_registry.py --ops      # per-operation costs by adapter size
 
-Adapters are synthetic (numpy + safetensors, no torch): the tiny base's shape and a
+Scale (default): publishes adapters x versions tiny synthetic adapters (~4 KB each) into
+the local store and into S3 (SeaweedFS, started here), points `prod` at each adapter's
+last version, then times `list`, `show` and resolve (median / p99) and counts the S3
+calls each makes (botocore `before-send` events): a resolve of a cached version makes 0.
+
+`--ops`: publish / resolve / validate / fetch / merge for the tiny base's shape and a
 Llama-3.1-8B-shaped r=16 all-linear adapter (~84 MB fp16), so the numbers show what grows
 with adapter size (hashing, copying, uploading) and what does not (resolving).
-Prints one table; times are per operation, median and p95 over the repeats.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +102,7 @@ def stores(work: Path, with_s3: bool) -> Iterator[list[tuple[str, object, Callab
         yield out
 
 
-def bench(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
+def bench_ops(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
     table = Table(title="loramux registry (ms per operation)")
     for col in ("backend", "operation", "adapter", "median ms", "p95 ms", "n"):
         table.add_column(col, justify="right" if "ms" in col or col == "n" else "left")
@@ -145,14 +151,145 @@ def bench(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
     return table
 
 
+def pct(ms: list[float], q: float) -> float:
+    return sorted(ms)[min(len(ms) - 1, max(0, round(q * len(ms)) - 1))]
+
+
+class CallCounter:
+    """Counts every request an S3Store's client sends (botocore `before-send` event)."""
+
+    def __init__(self, store: object) -> None:
+        self.n = 0
+        client = getattr(store, "client", None)
+        if client is not None:
+            client.meta.events.register("before-send.s3", self._count)
+
+    def _count(self, **_: object) -> None:
+        self.n += 1
+
+    def during(self, fn: Callable[[], object]) -> Callable[[], int]:
+        """`fn` wrapped to return the number of calls it made."""
+        def run() -> int:
+            before = self.n
+            fn()
+            return self.n - before
+        return run
+
+
+def tiny_synth(out: Path, base: BaseSpec, seed: int) -> Path:
+    """A ~4 KB LoRA adapter (r=2 on q_proj of 2 layers, fp16), unique per seed."""
+    rng = np.random.default_rng(seed)
+    tensors = {}
+    for layer in range(2):
+        key = f"base_model.model.model.layers.{layer}.self_attn.q_proj"
+        tensors[f"{key}.lora_A.weight"] = rng.standard_normal((2, base.hidden_size)).astype(np.float16)
+        tensors[f"{key}.lora_B.weight"] = rng.standard_normal((base.hidden_size, 2)).astype(np.float16)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, out / "adapter_model.safetensors")
+    (out / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": ["q_proj"], "bias": "none"}))
+    return out
+
+
+def fill(label: str, store: object, work: Path, base: BaseSpec, adapters: int, versions: int,
+         workers: int) -> float:
+    """Publish adapters x versions, then `prod` -> each adapter's last version; returns seconds."""
+    import shutil
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+    from loramux.adapters.manifest import Manifest
+
+    def one(job: tuple[int, int]) -> None:
+        i, v = job
+        src = tiny_synth(work / f"src-{label}" / f"{i}-{v}", base, seed=i * versions + v)
+        stored = store.put(src, Manifest.create(src, tenant=f"t{i % 100:03d}", name=f"a{i:04d}", base=base,
+                                                eval_scores={"exact_match": v / versions}))
+        shutil.rmtree(src)
+        if v == versions - 1:
+            store.set_alias(stored.ref, "prod")
+
+    jobs = [(i, v) for v in range(versions) for i in range(adapters)]
+    started = time.perf_counter()
+    with Progress("[bold]{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=Console(stderr=True)) as progress:
+        task = progress.add_task(f"{label}: publish {adapters}x{versions}", total=len(jobs))
+
+        def run(job: tuple[int, int]) -> None:
+            one(job)
+            progress.advance(task)
+
+        with ThreadPoolExecutor(workers) as pool:
+            for _ in pool.map(run, jobs):
+                pass
+    return time.perf_counter() - started
+
+
+def bench_scale(work: Path, adapters: int, versions: int, repeat: int, with_s3: bool, workers: int) -> Table:
+    import random
+
+    from loramux.adapters.cli import _show_doc
+
+    table = Table(title=f"loramux registry at scale: {adapters} adapters x {versions} versions per store")
+    for col in ("store", "operation", "median ms", "p99 ms", "n", "S3 calls / op"):
+        table.add_column(col, justify="left" if col in ("store", "operation") else "right")
+    base = BaseSpec.from_config({**SHAPES["tiny r8 q,v"][0], "model_type": "llama"}, "bench-base")
+    rng = random.Random(0)
+    with stores(work, with_s3) as backends:
+        for label, store, replica in backends:
+            seconds = fill(label, store, work, base, adapters, versions, workers if label != "local" else 4)
+            total = adapters * versions
+            table.add_row(label, f"publish {total} versions ({workers if label != 'local' else 4} threads)",
+                          f"{seconds * 1000 / total:.2f}", "", str(total), "", end_section=False)
+            calls = CallCounter(store)
+
+            def measure(op: str, fn: Callable[[], object], n: int, counter: CallCounter = calls) -> None:
+                counted, ms = counter.during(fn), []
+                ncalls = []
+                for _ in range(n):
+                    t = time.perf_counter()
+                    ncalls.append(counted())
+                    ms.append((time.perf_counter() - t) * 1000)
+                table.add_row(label, op, f"{statistics.median(ms):.3f}", f"{pct(ms, 0.99):.3f}", str(n),
+                              f"{statistics.mean(ncalls):g}" if label != "local" else "-")
+                Console(stderr=True).print(f"  {label:6} {op:44} {statistics.median(ms):9.3f} ms")
+
+            names = [f"t{i % 100:03d}/a{i:04d}" for i in range(adapters)]
+            pick = lambda: rng.choice(names)  # noqa: E731
+            measure(f"list all ({len(store.list())} versions)", store.list, max(3, repeat // 100))
+            measure("list one tenant", lambda: store.list(f"t{rng.randrange(100):03d}"), max(5, repeat // 20))
+            measure("show T/N (prod: manifest + aliases + path)", lambda: _show_doc(store, pick()), repeat)
+            resolver, ttl = Resolver(store), Resolver(store, ttl_s=60)
+            measure("resolve T/N (alias read afresh)", lambda: resolver.resolve(pick()), repeat)
+            for n in names:
+                ttl.resolve(n)
+            measure("resolve T/N (ttl_s=60, warm)", lambda: ttl.resolve(pick()), repeat)
+            pinned = [resolver.resolve(n).manifest for n in names]
+            measure("resolve T/N@version (cached)", lambda: resolver.resolve(str(rng.choice(pinned).ref)), repeat)
+            measure("resolve T/N@12-char prefix (cached)",
+                    lambda: resolver.resolve(rng.choice(pinned).served_name), repeat)
+            if label != "local":
+                fresh = replica()
+                cold, todo = Resolver(fresh), list(pinned)
+                measure("resolve @version, new replica (1st: downloads)",
+                        lambda: cold.resolve(str(todo.pop().ref)), min(repeat, 100, len(todo)), CallCounter(fresh))
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--versions", type=int, default=200, help="versions in the store for the list rows")
-    parser.add_argument("--repeat", type=int, default=200, help="repeats of each resolve row")
+    parser.add_argument("--adapters", type=int, default=1000, help="adapters per store (scale run)")
+    parser.add_argument("--versions", type=int, default=10, help="versions per adapter (scale run)")
+    parser.add_argument("--repeat", type=int, default=500, help="repeats of each show/resolve row")
+    parser.add_argument("--workers", type=int, default=16, help="publishing threads for S3")
     parser.add_argument("--no-s3", action="store_true", help="local store only (no SeaweedFS)")
+    parser.add_argument("--ops", action="store_true", help="per-operation costs by adapter size instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="loramux-bench-") as tmp:
-        table = bench(Path(tmp), args.versions, args.repeat, not args.no_s3)
+        if args.ops:
+            table = bench_ops(Path(tmp), 200, args.repeat, not args.no_s3)
+        else:
+            table = bench_scale(Path(tmp), args.adapters, args.versions, args.repeat, not args.no_s3, args.workers)
     Console(width=130).print(table)
 
 
