@@ -36,7 +36,9 @@ def seaweedfs(work: Path, bucket: str = "adapters", timeout_s: float = 60) -> It
         "name": "test", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
     args = [weed, "server", f"-dir={work}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", "-filer", "-s3",
-            f"-s3.config={work / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=8"]
+            f"-s3.config={work / 's3.json'}", "-master.volumeSizeLimitMB=64", "-volume.max=8",
+            # its Iceberg and Lance listeners default to fixed ports: two servers at once would clash
+            "-s3.port.iceberg=0", "-s3.port.lance=0"]
     ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
     args += [f"-{name}.port={port}" for name, port in ports.items()]
     args += [f"-{name}.port.grpc={_free_port()}" for name in ports]
