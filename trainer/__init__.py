@@ -1,1 +1,14 @@
-"""loramux.trainer: turns a tenant's data into a checked, registered adapter."""
+"""loramux.trainer: turns a tenant's data into a checked, registered adapter.
+
+Public API (the `trainer` CLI in cli.py is a thin layer over it):
+- config.load_config(yaml, overrides) -> TrainConfig; recipes in trainer/recipes/ (lora, qlora, full)
+- data.load_splits(train, eval, eval_fraction=, seed=) -> Splits; DataError lists every bad row
+- train.train(config, resume=False) -> TrainResult (adapter/ or model/, metrics.json, loss.png)
+- tenant.add_tenant(config, tenant=, name=, store=, gate=Gate(), server=) -> AddTenantResult;
+  GateFailed when the adapter does not beat the base (nothing is published)
+- merge.merge(adapter_ref_or_dir, out, base=, store=) -> merged model folder
+- plan.make_plan(base_or_config, gpu_mem=, examples=, seq_len=) -> Plan
+- compare.compare(config, methods) -> rows; demo.train_demo_tenants(base, store, work_dir)
+
+Only this package imports trl and bitsandbytes, lazily; it never imports loramux.server.
+"""

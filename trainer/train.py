@@ -120,8 +120,6 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     from loramux.trainer.progress import RichProgress, loss_curve
 
     quiet()
-    if cfg.training.threads:
-        torch.set_num_threads(cfg.training.threads)
     set_seed(cfg.training.seed)
     checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
     if resume and checkpoint is None:
@@ -130,6 +128,9 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     loaded = METHODS[cfg.method](cfg)  # a fresh model: never run before training (QLoRA trap)
     total = sum(p.numel() for p in loaded.model.parameters())
+    threads = cfg.training.threads or (1 if total < 100e6 and not has_cuda() else None)
+    if threads:
+        torch.set_num_threads(threads)
     args = sft_args(cfg, total, loaded.trainer_args)
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(splits.train),

@@ -22,8 +22,15 @@ def test_merged_model_matches_base_plus_adapter(fixture, ref, request, tiny_base
 
     from loramux.adapters.store import open_store
 
+    from typer.testing import CliRunner
+
+    from loramux.trainer.cli import app
+
     request.getfixturevalue(fixture)
-    out = merge(ref, tmp_path / "merged", base=tiny_base, store=str(store))
+    out = tmp_path / "merged"
+    r = CliRunner().invoke(app, ["merge", "--adapter", ref, "--out", str(out), "--base", str(tiny_base),
+                                 "--registry", str(store)])
+    assert r.exit_code == 0, r.output
     config = json.loads((out / "config.json").read_text())
     assert "quantization_config" not in config  # a QLoRA adapter merges onto the 16-bit base
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
