@@ -88,7 +88,9 @@ class GenerationService:
                     f"context of {limit} tokens. Ask for at most {room}.",
                     param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
             sampling = SamplingOptions(max_tokens=max_tokens, temperature=req.temperature,
-                                       top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n)
+                                       top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n,
+                                       presence_penalty=req.presence_penalty,
+                                       frequency_penalty=req.frequency_penalty)
             out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, adapter, stream))
         return out
 
@@ -97,6 +99,9 @@ class GenerationService:
         """A full response dict, or an async iterator of SSE lines when `stream`."""
         shape = CHAT if isinstance(req, ChatCompletionRequest) else COMPLETION
         adapter = self.resolve_model(req.model)
+        if bad := req.unsupported():
+            raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
+                                 param=bad[0])
         default_max = 16 if shape is COMPLETION else None  # OpenAI's defaults
         requests = self._requests(req, self._prompts(req), default_max, adapter, req.stream)
         if req.stream:

@@ -21,6 +21,14 @@ class StreamOptions(_Lenient):
     include_usage: bool = False
 
 
+# OpenAI fields that change the answer and that loramux does not implement yet: refused with a
+# 400 naming the field rather than silently ignored. Value: the "off" value that is accepted.
+UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False),
+               "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
+               "tools": (None, []), "functions": (None, []),
+               "response_format": (None, {"type": "text"})}
+
+
 class SamplingFields(_Lenient):
     model: str
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -32,7 +40,14 @@ class SamplingFields(_Lenient):
     n: Annotated[int, Field(ge=1, le=16)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
+    presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     user: str | None = None
+
+    def unsupported(self) -> list[str]:
+        """Fields set to a value loramux would otherwise silently ignore."""
+        extra = self.model_extra or {}
+        return sorted(k for k, off in UNSUPPORTED.items() if k in extra and extra[k] not in off)
 
     @field_validator("stop")
     @classmethod
@@ -45,7 +60,6 @@ class SamplingFields(_Lenient):
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool = False
 
     @field_validator("prompt")
     @classmethod

@@ -32,6 +32,8 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

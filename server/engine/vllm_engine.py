@@ -96,7 +96,8 @@ class VLLMEngine:
         s = request.sampling
         params = SamplingParams(
             n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-            stop=list(s.stop) or None, seed=s.seed,
+            stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
             output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
         prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
         stream = self._llm.generate(prompt, params, request.request_id,

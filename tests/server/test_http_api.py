@@ -196,3 +196,12 @@ def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestCl
     assert r.json()["error"]["type"] == "internal_error"
     assert "kaboom" not in r.text and "Traceback" not in r.text
     assert 'status="500"' in client.get("/metrics").text
+
+
+@pytest.mark.parametrize("field,value", [("logprobs", 2), ("echo", True), ("best_of", 3),
+                                         ("response_format", {"type": "json_object"})])
+def test_unimplemented_options_are_refused_not_ignored(client: TestClient, field, value):
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, field: value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field
+    ok = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, "logprobs": None})
+    assert ok.status_code == 200
