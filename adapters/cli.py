@@ -1,38 +1,51 @@
-"""`loramux adapters ...`: the registry from the shell (publish, list, show, alias, delete, validate).
+"""`loramux adapters ...`: the registry from the shell.
 
-Each command is a thin wrapper over the registry API; a LoramuxError prints its message
-and exits 2, never a traceback.
+    publish DIR --tenant T --name N [--alias prod]     validate, then publish a version
+    list [--tenant T]                                   every version, with its aliases
+    show T/N[@VERSION|@ALIAS]                           one manifest, its aliases and path
+    validate DIR --base BASE [--max-rank R]             every problem, with what to do about it
+    alias T/N ALIAS VERSION [--canary V --weight W]     point an alias (optionally split traffic)
+    rollback T/N [--alias prod]                         the alias back to its previous state
+    rm T/N@VERSION                                      delete a version no alias uses
+
+Every command takes `--registry DIR|s3://BUCKET/PREFIX` (also spelled `--store`; env
+LORAMUX_STORE), prints a table by default and JSON with `--json`. Each is a thin wrapper
+over the registry API; an error prints its message and exits non-zero, never a traceback.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, get_args
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loramux.adapters.aliases import AliasRecord
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, LoramuxError
-from loramux.adapters.manifest import Method
-from loramux.adapters.names import AdapterRef
+from loramux.adapters.manifest import Manifest, Method
+from loramux.adapters.names import DEFAULT_ALIAS, AdapterRef
 from loramux.adapters.registry import Resolver, publish
 from loramux.adapters.settings import StoreSettings
 from loramux.adapters.store import AdapterStore
 from loramux.adapters.validation import validate_adapter
 
-app = typer.Typer(help="The adapter registry: publish, list, alias, delete.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(help="The adapter registry: publish, list, show, alias, rollback, rm, validate.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 out, err = Console(), Console(stderr=True)
 
-StoreOpt = Annotated[str | None, typer.Option(
-    "--store", help="Store URL: a folder or s3://BUCKET/PREFIX. [env: LORAMUX_STORE]", show_default=False)]
-BaseOpt = Annotated[Path, typer.Option("--base", help="Base model folder the adapter was trained on.")]
+RegistryOpt = Annotated[str | None, typer.Option(
+    "--registry", "--store", help="Registry: a folder or s3://BUCKET/PREFIX. [env: LORAMUX_STORE]",
+    show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON instead of a table.")]
 MaxRankOpt = Annotated[int | None, typer.Option(help="Refuse ranks above this (the server's cap).")]
 
 
@@ -41,14 +54,28 @@ def _store(url: str | None) -> AdapterStore:
 
 
 def cli_errors(fn: Callable) -> Callable:
-    """Print a LoramuxError's message and exit 2."""
+    """Print the error's message and exit 2 (1 for a bug): never a traceback.
+
+    LORAMUX_DEBUG=1 re-raises unexpected errors, for the developer who wants the traceback.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise  # typer's own exits and usage errors
         except LoramuxError as e:
             err.print(f"[red]error:[/red] {escape(e.message)}", highlight=False)
             raise typer.Exit(2) from None
+        except OSError as e:
+            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2) from None
+        except Exception as e:
+            if os.environ.get("LORAMUX_DEBUG"):
+                raise
+            err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {escape(str(e))}"
+                      " (LORAMUX_DEBUG=1 shows the traceback)", highlight=False)
+            raise typer.Exit(1) from None
     return wrapper
 
 
@@ -67,32 +94,68 @@ def _pairs(values: list[str], param: str) -> dict[str, float]:
     return scores
 
 
+def _dump(doc: object) -> None:
+    print(json.dumps(doc, indent=2, default=str))
+
+
+def _alias_label(alias: str, record: AliasRecord, version: str) -> str:
+    if version == record.canary:
+        return f"{alias} (canary {record.weight:.0%})"
+    return f"{alias} ({1 - record.weight:.0%})" if record.canary else alias
+
+
+def _table(*columns: str, title: str | None = None) -> Table:
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, no_wrap=col in ("adapter", "version"))
+    return table
+
+
 @app.command("publish")
 @cli_errors
 def publish_cmd(
     path: Annotated[Path, typer.Argument(help="Adapter folder (adapter_config.json + adapter_model.safetensors).")],
-    name: Annotated[str, typer.Argument(help="TENANT/ADAPTER to publish under.")],
-    base: BaseOpt,
+    model: Annotated[str | None, typer.Argument(help="TENANT/ADAPTER (or use --tenant and --name).")] = None,
+    tenant: Annotated[str | None, typer.Option(help="Tenant to publish under.")] = None,
+    name: Annotated[str | None, typer.Option(help="Adapter name.")] = None,
+    base: Annotated[Path | None, typer.Option(envvar="LORAMUX_BASE", show_default=False,
+                                              help="Base model folder it was trained on. [env: LORAMUX_BASE]")] = None,
     base_id: Annotated[str | None, typer.Option(help="Served id of the base; defaults to its folder name.")] = None,
     method: Annotated[str, typer.Option(help="lora | qlora")] = "lora",
+    quant_type: Annotated[str | None, typer.Option(help="qlora: nf4 | fp4 (default nf4).")] = None,
+    double_quant: Annotated[bool | None, typer.Option(help="qlora: double quantization was on.")] = None,
+    compute_dtype: Annotated[str | None, typer.Option(help="qlora: compute dtype (bfloat16...).")] = None,
     data_hash: Annotated[str | None, typer.Option(help="Hash of the training data.")] = None,
     score: Annotated[list[str], typer.Option(help="Eval score KEY=NUMBER, repeatable.")] = [],
     alias: Annotated[list[str], typer.Option(help="Alias to point at the new version (e.g. prod), repeatable.")] = [],
     max_rank: MaxRankOpt = None,
-    store: StoreOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Validate an adapter and publish it as an immutable version."""
-    ref = AdapterRef.parse(name)
+    if model is not None:
+        ref = AdapterRef.parse(model)
+        if ref.selector:
+            raise InvalidRequest(f"publish under TENANT/ADAPTER, without @: {model!r}", param="name")
+        if (tenant or ref.tenant, name or ref.name) != (ref.tenant, ref.name):
+            raise InvalidRequest(f"{model!r} contradicts --tenant/--name", param="name")
+        tenant, name = ref.tenant, ref.name
+    if not tenant or not name or base is None:
+        missing = [o for o, v in (("--tenant", tenant), ("--name", name), ("--base", base)) if not v]
+        raise InvalidRequest(f"publish needs {', '.join(missing)}", param="name")
     if method not in get_args(Method):
         raise InvalidRequest(f"--method must be one of {', '.join(get_args(Method))}, not {method!r}",
                              param="method")
-    if ref.selector:
-        raise InvalidRequest(f"publish under TENANT/ADAPTER, without @: {name!r}", param="name")
-    done = publish(_store(store), path, tenant=ref.tenant, name=ref.name, base=BaseSpec.from_dir(base, base_id),
+    quant = {k: v for k, v in (("quant_type", quant_type), ("double_quant", double_quant),
+                               ("compute_dtype", compute_dtype)) if v is not None}
+    done = publish(_store(registry), path, tenant=tenant, name=name, base=BaseSpec.from_dir(base, base_id),
                    method=method, data_hash=data_hash, eval_scores=_pairs(score, "score"),
-                   aliases=tuple(alias), max_rank=max_rank)
+                   aliases=tuple(alias), max_rank=max_rank, quantization=quant or None)
     for w in done.warnings:
-        err.print(f"[yellow]warning:[/yellow] {escape(w.message)}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {escape(str(w))}", highlight=False)
+    if as_json:
+        return _dump({**done.manifest.model_dump(mode="json"), "aliases": list(alias),
+                      "warnings": [w.model_dump() for w in done.warnings]})
     suffix = f" (aliases: {', '.join(alias)})" if alias else ""
     out.print(f"published {done.manifest.served_name}{suffix}", highlight=False)
 
@@ -101,92 +164,168 @@ def publish_cmd(
 @cli_errors
 def list_cmd(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's adapters.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON manifest per line.")] = False,
-    store: StoreOpt = None,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every published version, with the aliases that point at it."""
-    s = _store(store)
+    s = _store(registry)
     manifests = s.list(tenant)
-    if as_json:
-        for m in manifests:
-            print(m.model_dump_json())
-        return
-    aliases: dict[str, dict[str, str]] = {}
-    table = Table()
-    for col in ("adapter", "version", "aliases"):
-        table.add_column(col, no_wrap=True)
-    for col in ("method", "rank", "base", "created", "eval"):
-        table.add_column(col)
+    records: dict[str, dict[str, AliasRecord]] = {}
+    rows = []
     for m in manifests:
         key = f"{m.tenant}/{m.name}"
-        if key not in aliases:
-            aliases[key] = s.aliases(key)
-        names = ", ".join(a for a, v in aliases[key].items() if v == m.version)
+        if key not in records:
+            records[key] = s.alias_records(key)
+        rows.append((m, [_alias_label(a, r, m.version) for a, r in records[key].items()
+                         if m.version in r.versions()]))
+    if as_json:
+        return _dump([{**m.model_dump(mode="json"), "aliases": labels} for m, labels in rows])
+    table = _table("adapter", "version", "aliases", "method", "rank", "dtype", "base", "created", "eval")
+    for m, labels in rows:
         evals = ", ".join(f"{k}={v:g}" for k, v in m.eval_scores.items())
-        table.add_row(key, m.short_version, names, m.method, str(m.rank), m.base_model,
-                      m.created_at.strftime("%Y-%m-%d %H:%M"), evals)
-    out.print(table)
+        table.add_row(f"{m.tenant}/{m.name}", m.short_version, ", ".join(labels), m.method, str(m.rank),
+                      m.dtype or "", m.base_model, m.created_at.strftime("%Y-%m-%d %H:%M"), evals)
+    Console().print(table)  # a fresh console: honours COLUMNS when piped
+
+
+def _show_doc(s: AdapterStore, model: str) -> dict:
+    route = s.route(model)
+    records = s.alias_records(model)
+    doc = {**route.primary.model_dump(mode="json"), "path": str(s.fetch(route.primary)),
+           "aliases": {a: r.version for a, r in records.items()},
+           "alias_records": {a: r.model_dump(mode="json") for a, r in records.items()}}
+    if route.canary is not None:
+        doc["canary"] = {"version": route.canary.version, "weight": route.weight, "alias": route.alias}
+    return doc
 
 
 @app.command("show")
 @cli_errors
-def show_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|@ALIAS]")],
-             store: StoreOpt = None) -> None:
-    """The manifest a name resolves to, its aliases, and its local path."""
-    s = _store(store)
-    resolved = Resolver(s).resolve(model)
-    doc = {**json.loads(resolved.manifest.model_dump_json()), "aliases": s.aliases(model),
-           "path": str(resolved.path)}
-    print(json.dumps(doc, indent=2))
+def show_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|@ALIAS] (default @prod).")],
+             registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """The manifest a name resolves to (and its canary), its aliases, and its local path."""
+    doc = _show_doc(_store(registry), model)
+    if as_json:
+        return _dump(doc)
+    m = Manifest.model_validate({k: v for k, v in doc.items() if k in Manifest.model_fields})
+    table = Table(show_header=False, title=f"{m.tenant}/{m.name}@{m.short_version}")
+    table.add_column(style="bold")
+    table.add_column()
+    skip = {"alias_records", "aliases", "canary", "tenant", "name", "schema_version"}
+    for key, value in doc.items():
+        if key not in skip:
+            table.add_row(key, value if isinstance(value, str) else json.dumps(value))
+    for alias, record in doc["alias_records"].items():
+        split = f", canary {record['canary'][:12]} at {record['weight']:.0%}" if record["canary"] else ""
+        table.add_row(f"@{alias}", f"{record['version'][:12]}{split} ({len(record['history'])} earlier)")
+    Console().print(table)  # a fresh console: honours COLUMNS when piped
 
 
 @app.command("resolve")
 @cli_errors
 def resolve_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|@ALIAS]")],
-                store: StoreOpt = None) -> None:
+                routing_key: Annotated[str | None, typer.Option(help="Request/user id for canary routing.")] = None,
+                registry: RegistryOpt = None) -> None:
     """Print the local folder a name resolves to (for scripts)."""
-    print(Resolver(_store(store)).resolve(model).path)
+    print(Resolver(_store(registry)).resolve(model, routing_key=routing_key).path)
 
 
 @app.command("alias")
 @cli_errors
-def alias_cmd(model: Annotated[str, typer.Argument(help="Version to point at: TENANT/ADAPTER@VERSION or @ALIAS.")],
+def alias_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER (or TENANT/ADAPTER@VERSION|@ALIAS).")],
               alias: Annotated[str, typer.Argument(help="Alias to set, e.g. prod or canary.")],
-              store: StoreOpt = None) -> None:
-    """Point an alias at a version (`alias acme/support@canary prod` promotes canary)."""
-    manifest = _store(store).set_alias(model, alias)
-    out.print(f"{manifest.tenant}/{manifest.name}@{alias} -> {manifest.short_version}", highlight=False)
+              version: Annotated[str | None, typer.Argument(help="Version (hash prefix) or alias to point at.")] = None,
+              canary: Annotated[str | None, typer.Option(help="Second version to get --weight of the traffic.")] = None,
+              weight: Annotated[float | None, typer.Option(help="Share of traffic for --canary, 0 < W < 1.")] = None,
+              registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Point an alias at a version, optionally splitting traffic with a canary version."""
+    ref = AdapterRef.parse(model)
+    if version is not None:
+        if ref.selector:
+            raise InvalidRequest(f"give the version once: {model!r} and {version!r}", param="version")
+        ref = AdapterRef.parse(f"{ref.key}@{version}")
+    elif not ref.selector:
+        raise InvalidRequest("name the version: alias TENANT/ADAPTER ALIAS VERSION", param="version")
+    s = _store(registry)
+    s.set_alias(ref, alias, canary=canary, weight=weight)
+    record = s.alias_records(ref)[alias]
+    if as_json:
+        return _dump({"alias": f"{ref.key}@{alias}", **record.model_dump(mode="json")})
+    split = f", canary {record.canary[:12]} at {record.weight:.0%}" if record.canary else ""
+    out.print(f"{ref.key}@{alias} -> {record.version[:12]}{split}", highlight=False)
+
+
+@app.command("rollback")
+@cli_errors
+def rollback_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
+                 alias: Annotated[str, typer.Option(help="Alias to roll back.")] = DEFAULT_ALIAS,
+                 registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Point an alias back at its previous version (and canary split), as before the last change."""
+    ref = AdapterRef.parse(model)
+    record = _store(registry).rollback(ref, alias)
+    if as_json:
+        return _dump({"alias": f"{ref.key}@{alias}", **record.model_dump(mode="json")})
+    split = f", canary {record.canary[:12]} at {record.weight:.0%}" if record.canary else ""
+    out.print(f"rolled back {ref.key}@{alias} -> {record.version[:12]}{split}", highlight=False)
 
 
 @app.command("unalias")
 @cli_errors
 def unalias_cmd(name: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
                 alias: Annotated[str, typer.Argument(help="Alias to remove.")],
-                store: StoreOpt = None) -> None:
-    """Remove an alias (the version stays)."""
-    _store(store).remove_alias(name, alias)
+                registry: RegistryOpt = None) -> None:
+    """Remove an alias (the versions stay)."""
+    _store(registry).remove_alias(name, alias)
     out.print(f"removed {AdapterRef.parse(name).key}@{alias}", highlight=False)
 
 
-@app.command("delete")
 @cli_errors
-def delete_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER@VERSION")],
-               store: StoreOpt = None) -> None:
-    """Delete one version; refused while an alias points at it."""
-    _store(store).delete(model)
-    out.print(f"deleted {model}", highlight=False)
+def _rm(model: str, registry: str | None, as_json: bool) -> None:
+    s = _store(registry)
+    manifest = s.route(model).primary if AdapterRef.parse(model).alias is None else None
+    s.delete(model)
+    if as_json:
+        return _dump({"deleted": manifest.served_name if manifest else model})
+    out.print(f"deleted {manifest.served_name if manifest else model}", highlight=False)
+
+
+ModelVersion = Annotated[str, typer.Argument(help="TENANT/ADAPTER@VERSION")]
+
+
+@app.command("rm")
+def rm_cmd(model: ModelVersion, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Delete one version; refused while an alias (or canary) points at it."""
+    _rm(model, registry, as_json)
+
+
+@app.command("delete", hidden=True)
+def delete_cmd(model: ModelVersion, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Same as `rm` (the older spelling)."""
+    _rm(model, registry, as_json)
 
 
 @app.command("validate")
 @cli_errors
 def validate_cmd(path: Annotated[Path, typer.Argument(help="Adapter folder.")],
                  base: Annotated[Path | None, typer.Option(help="Base model folder to check against.")] = None,
-                 max_rank: MaxRankOpt = None) -> None:
+                 max_rank: MaxRankOpt = None,
+                 method: Annotated[str | None, typer.Option(help="lora | qlora (how it was trained).")] = None,
+                 as_json: JsonOpt = False) -> None:
     """Report every problem that would stop the adapter from being served (exit 1 if any)."""
-    report = validate_adapter(path, base=BaseSpec.from_dir(base) if base else None, max_rank=max_rank)
-    for p in report.problems:
-        colour = "red" if p.severity == "error" else "yellow"
-        out.print(f"[{colour}]{p.severity}[/{colour}] {escape(f'[{p.check}] {p.message}')}", highlight=False)
+    if method is not None and method not in get_args(Method):
+        raise InvalidRequest(f"--method must be one of {', '.join(get_args(Method))}, not {method!r}",
+                             param="method")
+    report = validate_adapter(path, base=BaseSpec.from_dir(base) if base else None, max_rank=max_rank,
+                              method=method)
+    if as_json:
+        _dump({"adapter": report.adapter, "ok": report.ok, "problems": [p.model_dump() for p in report.problems]})
+    elif report.problems:
+        table = _table("severity", "check", "problem", "fix", title=f"{len(report.problems)} problem(s)")
+        for p in report.problems:
+            colour = "red" if p.severity == "error" else "yellow"
+            table.add_row(f"[{colour}]{p.severity}[/{colour}]", p.check, escape(p.message), escape(p.fix or ""))
+        Console(width=max(out.width, 160)).print(table)
     if not report.ok:
         raise typer.Exit(1)
-    out.print("ok: servable", highlight=False)
+    if not as_json:
+        out.print("ok: servable", highlight=False)

@@ -254,7 +254,8 @@ def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
     if unknown:
         yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}",
                    f"retrain with target_modules among {sorted(known)}")
-    stray = sorted(k for k in a.tensors or {} if ".lora_" in k and not _LORA_KEY.search(k))
+    stray = sorted(k for k in a.tensors or {}
+                   if ".lora_" in k and "lora_magnitude_vector" not in k and not _LORA_KEY.search(k))
     if stray:  # e.g. lm_head / embed_tokens LoRA, which a regex `target_modules` can hide
         yield _err("target_modules", f"{len(stray)} LoRA tensors outside the decoder layers, e.g. {stray[0]}",
                    "retrain with LoRA on the decoder layers' linear modules only (not embed_tokens/lm_head)")

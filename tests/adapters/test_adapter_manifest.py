@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.base_spec import BaseSpec, tokenizer_hash
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, content_hash
 
@@ -43,12 +43,13 @@ def test_a_manifest_needs_a_readable_adapter_config(tmp_path, base_spec):
 def test_the_base_fingerprint_follows_the_model_not_the_library(tiny_base, base_spec, tmp_path):
     config = json.loads((tiny_base / "config.json").read_text())
     identity = json.loads((tiny_base / "loramux_base.json").read_text())
+    tok = tokenizer_hash(tiny_base)
     relabelled = {**config, "transformers_version": "9.9.9", "_name_or_path": "/elsewhere", "dtype": "bfloat16"}
-    assert BaseSpec.from_config(relabelled, "tiny", identity).fingerprint == base_spec.fingerprint
+    assert BaseSpec.from_config(relabelled, "tiny", identity, tok).fingerprint == base_spec.fingerprint
     wider = {**config, "intermediate_size": 1024}
-    assert BaseSpec.from_config(wider, "tiny", identity).fingerprint != base_spec.fingerprint
+    assert BaseSpec.from_config(wider, "tiny", identity, tok).fingerprint != base_spec.fingerprint
     other_seed = {**identity, "seed": identity["seed"] + 1}  # same shape, different weights
-    assert BaseSpec.from_config(config, "tiny", other_seed).fingerprint != base_spec.fingerprint
+    assert BaseSpec.from_config(config, "tiny", other_seed, tok).fingerprint != base_spec.fingerprint
 
 
 def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
@@ -58,6 +59,6 @@ def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
     quantized = {**config, "quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}
     spec = BaseSpec.from_config(quantized, "tiny")
     assert spec.quantization == "nf4"
-    assert spec.fingerprint == BaseSpec.from_config(config, "tiny").fingerprint
+    assert spec.fingerprint == BaseSpec.from_config(config, "tiny").fingerprint  # quantization is not identity
     with pytest.raises(InvalidRequest):
         BaseSpec.from_dir(tiny_base / "nowhere")
