@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.errors import InvalidRequest, NotFound, StoreUnavailable
+from loramux.adapters.registry import Resolver
 from loramux.adapters.manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, content_hash
 from loramux.adapters.store.s3 import S3Store
 
@@ -48,11 +49,73 @@ def test_a_corrupt_object_is_never_handed_out(s3_store, adapter_dir, manifest_fo
     assert not list((other.root / "acme").rglob(WEIGHTS_FILE))  # nothing half-cached either
 
 
-def test_a_version_deleted_by_another_replica_stops_resolving(s3_store, adapter_dir, manifest_for, tmp_path):
+def test_a_version_deleted_by_another_replica(s3_store, adapter_dir, manifest_for, tmp_path):
     manifest = s3_store.put(adapter_dir, manifest_for(adapter_dir))
     other = replica(s3_store, tmp_path / "replica")
+    strict = S3Store(s3_store.bucket, tmp_path / "strict", prefix=s3_store.prefix, client=s3_store.client,
+                     cache_resolves=False)
     other.get(manifest.ref)  # cached there
+    strict.get(manifest.ref)
     s3_store.delete(manifest.ref)
+    with pytest.raises(NotFound):  # without cached resolves: gone at once
+        strict.get(manifest.ref)
+    assert other.get(manifest.ref).is_dir()  # the immutable cached copy still serves a pinned version...
+    assert other.list() == []  # ...until a list (which asks the bucket) prunes it
     with pytest.raises(NotFound):
         other.get(manifest.ref)
-    assert other.list() == []
+
+
+class Calls:
+    """Every request a boto3 client sends, by operation (botocore `before-send` events)."""
+
+    def __init__(self, client) -> None:
+        self.ops: list[str] = []
+        client.meta.events.register("before-send.s3", self._seen)
+
+    def _seen(self, event_name: str, **_: object) -> None:
+        self.ops.append(event_name.rsplit(".", 1)[-1])
+
+
+def test_a_replica_downloads_each_version_once_and_resolves_it_offline(s3_store, adapter_dir, manifest_for,
+                                                                       tmp_path):
+    import boto3
+
+    from s3_server import client_kwargs
+
+    manifest = s3_store.put(adapter_dir, manifest_for(adapter_dir))
+    s3_store.set_alias(manifest.ref, "prod")
+    client = boto3.client("s3", **client_kwargs(s3_store.client.meta.endpoint_url))
+    calls = Calls(client)
+    other = S3Store(s3_store.bucket, tmp_path / "replica", prefix=s3_store.prefix, client=client)
+    first = Resolver(other).resolve("acme/support")
+    assert calls.ops.count("GetObject") >= 2  # alias + manifest + the files
+    downloads = len(calls.ops)
+    for _ in range(3):
+        assert Resolver(other).resolve(manifest.served_name).path == first.path
+        assert Resolver(other).resolve(str(manifest.ref)).path == first.path
+    assert len(calls.ops) == downloads  # cached versions: not one more request
+    # The endpoint goes away: a pinned version still resolves to the cached folder.
+    dead = S3Store(s3_store.bucket, tmp_path / "replica", prefix=s3_store.prefix,
+                   endpoint_url="http://127.0.0.1:1", aws_access_key_id="x", aws_secret_access_key="y",
+                   region_name="us-east-1", config=__import__("botocore.config").config.Config(
+                       retries={"max_attempts": 1}, connect_timeout=1))
+    assert Resolver(dead).resolve(manifest.served_name).path == first.path
+    with pytest.raises(StoreUnavailable):  # an alias needs the bucket (unless a Resolver ttl_s holds it)
+        Resolver(dead).resolve("acme/support")
+
+
+def test_credentials_and_endpoint_come_from_the_standard_aws_variables(s3_endpoint, monkeypatch, tmp_path,
+                                                                       adapter_dir, manifest_for):
+    from s3_server import KEY, REGION, SECRET
+
+    from loramux.adapters.store import open_store
+
+    for var, value in (("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", SECRET),
+                       ("AWS_DEFAULT_REGION", REGION), ("AWS_ENDPOINT_URL", s3_endpoint)):
+        monkeypatch.setenv(var, value)
+    store = open_store("s3://adapters/env-creds", cache_dir=tmp_path / "cache")
+    manifest = store.put(adapter_dir, manifest_for(adapter_dir))
+    assert store.resolve(manifest.ref) == manifest
+    assert store.client.meta.endpoint_url == s3_endpoint
+    creds = store.client._request_signer._credentials
+    assert (creds.access_key, creds.method) == (KEY, "env")
