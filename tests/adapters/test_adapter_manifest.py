@@ -62,3 +62,43 @@ def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
     assert spec.fingerprint == BaseSpec.from_config(config, "tiny").fingerprint  # quantization is not identity
     with pytest.raises(InvalidRequest):
         BaseSpec.from_dir(tiny_base / "nowhere")
+
+
+def test_the_manifest_records_dtype_quantization_and_the_loramux_version(make_adapter, base_spec):
+    from importlib.metadata import version
+
+    path = make_adapter()
+    m = Manifest.create(path, tenant="acme", name="support", base=base_spec, method="qlora",
+                        quantization={"quant_type": "nf4", "double_quant": True, "compute_dtype": "bfloat16"})
+    assert (m.dtype, m.loramux_version, m.schema_version) == ("float32", version("loramux"), 2)
+    assert m.quantization.model_dump() == {"bits": 4, "quant_type": "nf4", "double_quant": True,
+                                           "compute_dtype": "bfloat16"}
+    assert Manifest.create(path, tenant="acme", name="support", base=base_spec, method="qlora").quantization.bits == 4
+    assert Manifest.create(path, tenant="acme", name="support", base=base_spec).quantization is None
+    with pytest.raises(InvalidRequest):
+        Manifest.create(path, tenant="acme", name="support", base=base_spec, quantization={"bits": 4})
+    for field in ("tenant", "name", "base_model", "base_fingerprint", "method", "rank", "alpha", "target_modules",
+                  "dtype", "data_hash", "eval_scores", "created_at", "loramux_version", "quantization"):
+        assert field in json.loads(m.to_json())
+
+
+def test_the_base_fingerprint_covers_the_tokenizer(tiny_base, base_spec, tmp_path):
+    copy = tmp_path / "base"
+    shutil.copytree(tiny_base, copy)
+    assert BaseSpec.from_dir(copy, "tiny").fingerprint == base_spec.fingerprint
+    (copy / "tokenizer.json").write_text((copy / "tokenizer.json").read_text().replace("<|end|>", "<|eot|>"))
+    changed = BaseSpec.from_dir(copy, "tiny")
+    assert changed.fingerprint != base_spec.fingerprint
+    assert changed.config_fingerprint == base_spec.config_fingerprint  # same config.json
+
+
+def test_a_schema_1_manifest_still_loads_and_matches_its_base(adapter_dir, base_spec):
+    from loramux.adapters.validation import validate_adapter
+
+    old = {"schema_version": 1, "tenant": "acme", "name": "support", "version": content_hash(adapter_dir),
+           "base_model": "tiny", "base_fingerprint": base_spec.config_fingerprint, "method": "lora", "rank": 8,
+           "alpha": 16.0, "target_modules": ["q_proj", "v_proj"], "data_hash": None, "eval_scores": {},
+           "created_at": "2025-01-01T00:00:00Z"}
+    m = Manifest.model_validate_json(json.dumps(old))
+    assert (m.dtype, m.loramux_version, m.quantization) == (None, None, None)
+    assert validate_adapter(adapter_dir, base=base_spec, manifest=m).problems == []

@@ -103,7 +103,8 @@ def test_qlora_on_a_16_bit_base_is_a_warning_only(adapter_dir, tiny_base, base_s
     assert report.ok and [p.check for p in report.warnings] == ["quantization"]
     config = json.loads((tiny_base / "config.json").read_text())
     nf4_base = BaseSpec.from_config({**config, "quantization_config": {"load_in_4bit": True}}, "tiny",
-                                    json.loads((tiny_base / "loramux_base.json").read_text()))
+                                    json.loads((tiny_base / "loramux_base.json").read_text()),
+                                    tokenizer_hash(tiny_base))
     assert validate_adapter(adapter_dir, base=nf4_base, manifest=manifest).problems == []
 
 
@@ -112,3 +113,55 @@ def test_lora_outside_the_decoder_layers_is_refused_even_behind_a_regex(make_ada
     edit_config(path, target_modules=".*(q_proj|lm_head)")
     report = validate_adapter(path, base=base_spec)
     assert checks(report) == ["target_modules"] and "lm_head" in report.errors[0].message
+
+
+def test_bias_training_is_refused(make_adapter, copy_of, base_spec):
+    report = validate_adapter(copy_of(make_adapter(bias="lora_only")), base=base_spec)
+    assert checks(report) == ["bias"] and "bias='none'" in report.errors[0].fix
+
+
+def test_tensors_that_do_not_match_target_modules_are_refused(adapter_dir, copy_of, base_spec):
+    path = copy_of(adapter_dir)
+    edit_config(path, target_modules=["q_proj", "k_proj"])  # the tensors are q_proj and v_proj
+    report = validate_adapter(path, base=base_spec)
+    assert checks(report) == ["target_modules"]
+    assert "['v_proj'] not in target_modules" in report.errors[0].message
+    assert "['k_proj'] without tensors" in report.errors[0].message
+
+
+def test_lora_a_and_b_of_different_ranks_are_refused(adapter_dir, copy_of):
+    from safetensors.numpy import load_file, save_file
+
+    path = copy_of(adapter_dir)
+    tensors = load_file(path / WEIGHTS_FILE)
+    key = next(k for k in tensors if k.endswith("q_proj.lora_B.weight"))
+    tensors[key] = tensors[key][:, :4].copy()
+    save_file(tensors, path / WEIGHTS_FILE)
+    assert checks(validate_adapter(path)) == ["weights"]
+
+
+def test_one_error_lists_every_problem_each_with_a_fix(make_adapter, base_spec, copy_of):
+    path = copy_of(make_adapter(r=32, lora_alpha=32, use_dora=True, modules_to_save=["lm_head"], bias="all"))
+    edit_config(path, target_modules=["q_proj", "v_proj", "fc_mystery"])
+    with pytest.raises(AdapterInvalid) as err:
+        validate_adapter(path, base=base_spec, max_rank=16).raise_for_errors()
+    problems = err.value.report.errors
+    assert {p.check for p in problems} >= {"bias", "dora", "modules_to_save", "rank", "target_modules"}
+    assert all(p.fix for p in problems)
+    lines = err.value.message.splitlines()[1:]
+    assert len(lines) == len(problems) and all("-> fix: " in line for line in lines)
+
+
+def test_every_check_gives_a_fix(adapter_dir, copy_of, tiny_base, base_spec, manifest_for):
+    """Damage an adapter in every way at once; each problem found says what to do about it."""
+    config = json.loads((tiny_base / "config.json").read_text())
+    wider = BaseSpec.from_config({**config, "hidden_size": 512, "num_hidden_layers": 2}, "big")
+    path = copy_of(adapter_dir)
+    manifest = manifest_for(adapter_dir, method="qlora")
+    data = bytearray((path / WEIGHTS_FILE).read_bytes())
+    data[-1] ^= 0x01
+    (path / WEIGHTS_FILE).write_bytes(bytes(data))
+    edit_config(path, r=0, peft_type="LORA")
+    report = validate_adapter(path, base=wider, max_rank=4, manifest=manifest)
+    assert {"base", "config", "integrity", "rank", "quantization"} <= set(checks(report))
+    assert all(p.fix for p in report.problems)
