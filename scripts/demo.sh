@@ -39,15 +39,15 @@ cat <<EXAMPLE
 loramux is serving tiny, demo/pirate and demo/robot on http://$HOST:$PORT/v1. Try:
 
   curl -s http://$HOST:$PORT/v1/chat/completions -H 'content-type: application/json' \\
-    -d '{"model": "demo/pirate", "messages": [{"role": "user", "content": "Where is my order?"}], "max_tokens": 24, "temperature": 0}'
+    -d '{"model": "demo/pirate", "messages": [{"role": "user", "content": "Tell me about the robot builds a small boat."}], "max_tokens": 32, "temperature": 0}'
 
 or, with the openai client (.venv/bin/python):
 
   from openai import OpenAI
   client = OpenAI(base_url="http://$HOST:$PORT/v1", api_key="unused")
   for model in ("tiny", "demo/pirate", "demo/robot"):
-      r = client.chat.completions.create(model=model, max_tokens=24, temperature=0,
-                                         messages=[{"role": "user", "content": "Where is my order?"}])
+      r = client.chat.completions.create(model=model, max_tokens=32, temperature=0,
+                                         messages=[{"role": "user", "content": "Can you explain a dog opens the letter?"}])
       print(model, "->", r.choices[0].message.content)
 
 Ctrl-C stops the server.
