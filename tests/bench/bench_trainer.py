@@ -5,8 +5,9 @@
 Rows (each run in its own process, so peak memory is its own):
 - `trainer lora` / `trainer qlora`: the shipped recipes (packing, completion-only loss, no
   gradient checkpointing on small bases);
-- `TRL defaults`: SFTConfig() as TRL ships it (lr 2e-5, batch 8, 3 epochs, no packing,
-  gradient checkpointing on) with the same LoRA config (r=8, alpha=16, all-linear);
+- `TRL defaults`: SFTConfig() as TRL ships it (lr 2e-5, batch 8, no packing, gradient
+  checkpointing on) with the same LoRA config (r=8, alpha=16, all-linear), stopped after
+  `--trl-default-steps` of its 3 epochs (it runs ~20x slower here; the rate is what we compare);
 - `TRL defaults, trainer's lr/steps`: the same, with trainer's learning rate, schedule and step
   count, to separate speed from hyperparameters.
 tokens/s counts non-padding tokens for every row; the score is held-out exact match of the
@@ -35,7 +36,8 @@ def run_trainer(base: str, train: str, held: str, out: str, method: str, threads
             "wall_s": m["wall_time_s"], "steps": m["steps"]}
 
 
-def run_plain_trl(base: str, train: str, held: str, out: str, threads: int, same_hparams: bool) -> dict:
+def run_plain_trl(base: str, train: str, held: str, out: str, threads: int, same_hparams: bool,
+                  default_steps: int = -1) -> dict:
     import torch
     from datasets import load_dataset
     from peft import LoraConfig
@@ -48,7 +50,7 @@ def run_plain_trl(base: str, train: str, held: str, out: str, threads: int, same
 
     torch.set_num_threads(threads)
     extra = {"learning_rate": 3e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.05, "max_steps": 300,
-             "per_device_train_batch_size": 1} if same_hparams else {}
+             "per_device_train_batch_size": 1} if same_hparams else {"max_steps": default_steps}
     args = SFTConfig(output_dir=out, report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
                      include_num_input_tokens_seen="non_padding", **extra)
     trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), args=args,
@@ -72,6 +74,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every row")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--trl-default-steps", type=int, default=20,
+                        help="steps of the TRL-defaults row (-1: its full 3 epochs, ~150 steps)")
     opts = parser.parse_args()
     from rich.console import Console
     from rich.table import Table
@@ -88,7 +92,8 @@ def main() -> None:
         "trainer lora": (run_trainer, (str(base), str(train), str(held), str(root / "t-lora"), "lora", opts.threads)),
         "trainer qlora": (run_trainer, (str(base), str(train), str(held), str(root / "t-qlora"), "qlora",
                                         opts.threads)),
-        "TRL defaults": (run_plain_trl, (str(base), str(train), str(held), str(root / "trl"), opts.threads, False)),
+        "TRL defaults": (run_plain_trl, (str(base), str(train), str(held), str(root / "trl"), opts.threads, False,
+                                        opts.trl_default_steps)),
         "TRL defaults, trainer's lr/steps": (run_plain_trl, (str(base), str(train), str(held),
                                                              str(root / "trl-same"), opts.threads, True)),
     }
