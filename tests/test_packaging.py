@@ -1,0 +1,42 @@
+"""The distribution: every sub-package ships, the arrows hold, vLLM stays behind the engine seam."""
+
+from __future__ import annotations
+
+import ast
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"server": "loramux.server", "adapters": "loramux.adapters", "trainer": "loramux.trainer"}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_every_folder_with_an_init_is_a_listed_package():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {FOLDERS[init.relative_to(ROOT).parts[0]] + "".join(f".{p}" for p in init.parent.relative_to(
+        ROOT / init.relative_to(ROOT).parts[0]).parts) for f in FOLDERS for init in (ROOT / f).rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
+
+
+def test_arrows_go_trainer_to_adapters_from_server():
+    forbidden = {"adapters": ("loramux.server", "loramux.trainer"), "trainer": ("loramux.server",),
+                 "server": ("loramux.trainer",)}
+    bad = [(str(py.relative_to(ROOT)), name) for folder, banned in forbidden.items()
+           for py in (ROOT / folder).rglob("*.py") for name in _imports(py) if name.startswith(banned)]
+    assert not bad
+
+
+def test_only_the_engine_seam_imports_vllm():
+    bad = [str(py.relative_to(ROOT)) for f in FOLDERS for py in (ROOT / f).rglob("*.py")
+           if any(n == "vllm" or n.startswith("vllm.") for n in _imports(py))
+           and py.parent != ROOT / "server" / "engine"]
+    assert not bad
