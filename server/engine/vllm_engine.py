@@ -53,6 +53,9 @@ class VLLMEngine:
         self.max_model_len = llm.model_config.max_model_len
         self._adapters: dict[str, tuple[int, AdapterSpec]] = {}
         self._next_id = 1
+        from vllm.exceptions import VLLMClientError
+
+        self._client_error = VLLMClientError
 
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
@@ -108,6 +111,9 @@ class VLLMEngine:
                     prompt_tokens=len(out.prompt_token_ids or request.prompt_token_ids),
                     choices=[ChoiceDelta(index=c.index, text=c.text, new_tokens=len(c.token_ids),
                                          finish_reason=c.finish_reason) for c in out.outputs])
+        except self._client_error as exc:  # vLLM's input checks, e.g. token ids outside the vocabulary
+            raise InvalidRequest(f"the engine refused the request: {exc}",
+                                 param=getattr(exc, "parameter", None) or "prompt") from exc
         except Exception as exc:
             if getattr(self._llm, "errored", False):
                 raise EngineUnavailable(f"engine failed: {exc}") from exc

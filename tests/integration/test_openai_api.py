@@ -89,6 +89,9 @@ def test_errors(oai: OpenAI, server):
     with pytest.raises(BadRequestError) as ctx:
         oai.completions.create(model="tiny", prompt="x", max_tokens=100_000)
     assert ctx.value.body["param"] == "max_tokens"
+    with pytest.raises(BadRequestError) as vocab:
+        oai.completions.create(model="tiny", prompt=[5, 10**6], max_tokens=2)
+    assert vocab.value.body["param"] == "prompt"
     r = httpx.post(f"{server.url}/v1/chat/completions", content=b"{oops",
                    headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.headers["x-request-id"]
