@@ -80,8 +80,11 @@ def serve(
     from .settings import ServerSettings
     from .startup import validate_settings
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from pythonjsonlogger.json import JsonFormatter
+
+    handler = logging.StreamHandler(sys.stderr)  # one JSON object per line, for log pipelines
+    handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler], force=True)
     try:
         settings = ServerSettings(base=base, served_name=served_name,
                                   adapters=_parse_adapters(adapter, registry), max_loras=max_loras,

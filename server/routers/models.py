@@ -13,6 +13,7 @@ router = APIRouter()
 async def list_models(request: Request) -> ModelList:
     engine = request.app.state.engine
     cards = [ModelCard(id=engine.base_name, root=engine.base_name)]
-    cards += [ModelCard(id=spec.name, root=str(spec.path), parent=engine.base_name)
+    # root is the served name, not the adapter's folder: clients never learn server paths
+    cards += [ModelCard(id=spec.name, root=spec.name, parent=engine.base_name)
               for spec in sorted(engine.adapters(), key=lambda s: s.name)]
     return ModelList(data=cards)
