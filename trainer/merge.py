@@ -64,8 +64,9 @@ def merge(adapter: str, out: Path, *, base: Path | None = None, store: str | Non
     if manifest is not None:
         from loramux.adapters.base_spec import BaseSpec
 
-        found = BaseSpec.from_dir(base).fingerprint
-        if found != manifest.base_fingerprint:
+        spec = BaseSpec.from_dir(base)
+        found = spec.fingerprint
+        if not spec.matches(manifest.base_fingerprint):
             raise InvalidRequest(f"{adapter} was trained on base {manifest.base_model!r} (fingerprint "
                                  f"{manifest.base_fingerprint}); {base} has fingerprint {found}", param="base")
     return merge_into_base(adapter_dir, base, out, dtype=dtype)

@@ -21,6 +21,7 @@ from loramux.adapters.names import check_segment
 from loramux.adapters.registry import publish
 from loramux.adapters.store import open_store
 from loramux.trainer.config import TrainConfig
+from loramux.trainer.methods import quantization_record
 from loramux.trainer.train import train
 
 PUBLISHABLE = ("lora", "qlora")
@@ -110,7 +111,8 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: str, base_id:
     scores = {m["metric"]: m["score"], f"base_{m['metric']}": m["base_score"], "eval_loss": m["eval_loss"],
               "forgetting": m["forgetting"]}
     published = publish(adapter_store, result.artifact, tenant=tenant, name=name, base=base,
-                        method=cfg.method, data_hash=m["data_hash"], eval_scores=scores, aliases=aliases)
+                        method=cfg.method, data_hash=m["data_hash"], eval_scores=scores, aliases=aliases,
+                        quantization=quantization_record(cfg) if cfg.method == "qlora" else None)
     out = AddTenantResult(published.manifest, m, result.output_dir, [p.message for p in published.warnings])
     if server:
         path = adapter_store.fetch(published.manifest)

@@ -47,6 +47,8 @@ def test_qlora_records_its_quantization_and_saves_plain_lora_tensors(qlora_tenan
     m = qlora_tenant.metrics
     assert m["quantization"] == {"bits": 4, "quant_type": "nf4", "double_quant": True, "compute_dtype": "float32"}
     assert qlora_tenant.manifest.method == "qlora"
+    q = qlora_tenant.manifest.quantization  # the registry knows how the base was quantized
+    assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "float32")
     from loramux.adapters.store import open_store
 
     path = open_store(str(store)).get("demo/robot")
