@@ -26,7 +26,7 @@ for persona in pirate robot; do
 done
 
 echo "==> starting the server on http://$HOST:$PORT (vLLM engine start takes ~30 s)"
-"$BIN/loramux" serve --base "$DEMO/base" --served-name tiny --registry "$REGISTRY" \
+"$BIN/loramux" serve --base "$DEMO/base" --served-name tiny --dtype float32 --registry "$REGISTRY" \
   --adapter demo/pirate --adapter demo/robot --host "$HOST" --port "$PORT" &
 server=$!
 trap 'kill $server 2>/dev/null; wait $server 2>/dev/null' INT TERM EXIT

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,9 @@ def serve(
     from .startup import validate_settings
 
     from pythonjsonlogger.json import JsonFormatter
+
+    # vLLM's own warnings (tcmalloc, triton, dtype casts) are noise at our default level
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR" if log_level == "warning" else log_level.upper())
 
     handler = logging.StreamHandler(sys.stderr)  # one JSON object per line, for log pipelines
     handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
