@@ -26,9 +26,7 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
     try:
         async for line in lines:
             yield line
-    except BaseException as exc:  # headers are out: report in-band, then end the stream
-        if not isinstance(exc, Exception):
-            raise
+    except Exception as exc:  # headers are out: report in-band, then end the stream
         yield sse_error(exc)
         yield "data: [DONE]\n\n"
 
