@@ -248,11 +248,14 @@ def alias_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER (or TENA
         raise InvalidRequest("name the version: alias TENANT/ADAPTER ALIAS VERSION", param="version")
     s = _store(registry)
     s.set_alias(ref, alias, canary=canary, weight=weight)
-    record = s.alias_records(ref)[alias]
+    _print_alias(ref, alias, s.alias_records(ref)[alias], as_json)
+
+
+def _print_alias(ref: AdapterRef, alias: str, record, as_json: bool, verb: str = "") -> None:
     if as_json:
         return _dump({"alias": f"{ref.key}@{alias}", **record.model_dump(mode="json")})
     split = f", canary {record.canary[:12]} at {record.weight:.0%}" if record.canary else ""
-    out.print(f"{ref.key}@{alias} -> {record.version[:12]}{split}", highlight=False)
+    out.print(f"{verb}{ref.key}@{alias} -> {record.version[:12]}{split}", highlight=False)
 
 
 @app.command("rollback")
@@ -262,11 +265,7 @@ def rollback_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
                  registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     """Point an alias back at its previous version (and canary split), as before the last change."""
     ref = AdapterRef.parse(model)
-    record = _store(registry).rollback(ref, alias)
-    if as_json:
-        return _dump({"alias": f"{ref.key}@{alias}", **record.model_dump(mode="json")})
-    split = f", canary {record.canary[:12]} at {record.weight:.0%}" if record.canary else ""
-    out.print(f"rolled back {ref.key}@{alias} -> {record.version[:12]}{split}", highlight=False)
+    _print_alias(ref, alias, _store(registry).rollback(ref, alias), as_json, verb="rolled back ")
 
 
 @app.command("unalias")

@@ -54,7 +54,7 @@ class GenerationService:
         """Served name -> adapter name (None for the base). Unknown -> 404, never a hint."""
         if model == self.engine.base_name:
             return None
-        if any(spec.name == model for spec in self.engine.adapters()):
+        if self.engine.has_adapter(model):
             return model
         raise NotFound(f"The model `{model}` does not exist.", param="model")
 
@@ -95,10 +95,10 @@ class GenerationService:
         return out
 
     # -- responses ------------------------------------------------------------------------
-    async def respond(self, req: CompletionRequest | ChatCompletionRequest):
-        """A full response dict, or an async iterator of SSE lines when `stream`."""
+    async def respond(self, req: CompletionRequest | ChatCompletionRequest, adapter: str | None):
+        """A full response dict, or an async iterator of SSE lines when `stream`.
+        `adapter` is `resolve_model(req.model)`, which callers run first."""
         shape = CHAT if isinstance(req, ChatCompletionRequest) else COMPLETION
-        adapter = self.resolve_model(req.model)
         if bad := req.unsupported():
             raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
                                  param=bad[0])

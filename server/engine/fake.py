@@ -80,6 +80,9 @@ class FakeEngine:
     def adapters(self) -> list[AdapterSpec]:
         return list(self._adapters.values())
 
+    def has_adapter(self, name: str) -> bool:
+        return name in self._adapters
+
     async def list_loaded(self) -> list[str]:
         return sorted(self._loaded & set(self._adapters))
 

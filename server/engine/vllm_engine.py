@@ -151,6 +151,9 @@ class VLLMEngine:
     def adapters(self) -> list[AdapterSpec]:
         return [spec for _, spec in self._adapters.values()]
 
+    def has_adapter(self, name: str) -> bool:
+        return name in self._adapters
+
     async def list_loaded(self) -> list[str]:
         loaded = await self._llm.list_loras()
         return sorted(name for name, (i, _) in self._adapters.items() if i in loaded)

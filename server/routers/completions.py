@@ -32,9 +32,9 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 async def _answer(request: Request, service: GenerationService, req):
-    service.resolve_model(req.model)  # 404 before anything else; unknown names never become labels
+    adapter = service.resolve_model(req.model)  # 404 first; unknown names never become labels
     request.state.model = req.model  # the metrics middleware labels the response with it
-    result = await service.respond(req)
+    result = await service.respond(req, adapter)
     if req.stream:
         return StreamingResponse(_guarded(result), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
