@@ -22,8 +22,12 @@ def test_a_cat_merged_adapter_loads_in_vllm_and_matches_peft(server, tmp_path):
                         headers={"Authorization": f"Bearer {server.admin_key}"})
     assert loaded.status_code == 200, loaded.text
     client = OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=300)
-    served = {p: client.completions.create(model="acme/merged", prompt=p, max_tokens=MAX_TOKENS,
-                                           temperature=0.0).choices[0].text for p in PROMPTS}
+    try:
+        served = {p: client.completions.create(model="acme/merged", prompt=p, max_tokens=MAX_TOKENS,
+                                               temperature=0.0).choices[0].text for p in PROMPTS}
+    finally:  # the server is shared by the session: leave it serving what it started with
+        httpx.post(f"{server.url}/v1/unload_lora_adapter", json={"lora_name": "acme/merged"},
+                   headers={"Authorization": f"Bearer {server.admin_key}"})
     assert all(served.values())
     reference = peft_outputs(server.base_dir, {"acme/merged": merged}, ["acme/merged"], PROMPTS)
     assert served == {p: reference[("acme/merged", p)] for p in PROMPTS}
