@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -15,12 +16,18 @@ from .settings import ServerSettings
 log = logging.getLogger("loramux.server")
 
 
+@functools.lru_cache(maxsize=4)
+def _base_spec(base: Path) -> BaseSpec:
+    """Read once per server: it hashes the base's config and tokenizer files."""
+    return BaseSpec.from_dir(base)
+
+
 def validate_for_serving(name: str, path: Path, settings: ServerSettings) -> None:
     """Raise AdapterInvalid (every problem listed) unless `path` can be served on the base."""
     if not path.is_dir():
         raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
                              "(adapter_config.json + adapter_model.safetensors)", param="lora_path")
-    report = validate_adapter(path, base=BaseSpec.from_dir(settings.base),
+    report = validate_adapter(path, base=_base_spec(settings.base.resolve()),
                               max_rank=settings.max_lora_rank)
     report.raise_for_errors()
     for w in report.warnings:
