@@ -1,9 +1,9 @@
 """How each method loads the base and what it trains: a name -> Method registry.
 
-QLoRA trap (bitsandbytes 0.50 on CPU): a no-grad forward or `generate` on a 4-bit model
-before training silently breaks training. So `load` always returns a freshly loaded
-model, nothing here runs it, and evaluation (evaluate.py) uses a separate 16-bit model
-after training.
+QLoRA on CPU: bitsandbytes' AVX512-BF16 inference path repacks 4-bit weights in place on a
+no-grad forward, which breaks training and asserts on layer widths that are not multiples
+of 32; `load_qlora` turns it off for the model it returns (see bnb_cpu.py). Held-out
+evaluation (evaluate.py) still uses a separate 16-bit model: what the server runs.
 """
 
 from __future__ import annotations
@@ -77,8 +77,11 @@ def load_qlora(cfg: TrainConfig) -> Loaded:
     """4-bit base (bitsandbytes), LoRA on top; the paged optimizer only exists on CUDA."""
     from transformers import AutoModelForCausalLM
 
+    from loramux.trainer.bnb_cpu import use_plain_4bit_path
+
     model = AutoModelForCausalLM.from_pretrained(
         cfg.base, quantization_config=quantization_config(cfg), dtype=compute_dtype(cfg.quant.compute_dtype))
+    use_plain_4bit_path(model)
     args = {"optim": "paged_adamw_32bit"} if cfg.quant.paged_optimizer and has_cuda() else {}
     return Loaded(model, _peft_config(cfg), args)
 

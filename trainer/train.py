@@ -126,7 +126,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
         (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
                                                 "starting from step 0")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    loaded = METHODS[cfg.method](cfg)  # a fresh model: never run before training (QLoRA trap)
+    loaded = METHODS[cfg.method](cfg)
     total = sum(p.numel() for p in loaded.model.parameters())
     threads = cfg.training.threads or (1 if total < 100e6 and not has_cuda() else None)
     if threads:
@@ -145,8 +145,8 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
         state = json.loads((checkpoint / "trainer_state.json").read_text())
         tokens0 = state.get("num_input_tokens_seen", 0)
     with warnings.catch_warnings():
-        # bitsandbytes' CPU trap (see methods.py) shows only as this warning; training on would
-        # silently produce a useless adapter, so stop instead.
+        # Should bitsandbytes' packed CPU layout ever reach a training model again (see
+        # bnb_cpu.py), it shows only as this warning: stop rather than train a useless adapter.
         warnings.filterwarnings("error", message=".*autograd kernel was not registered.*")
         try:
             result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
@@ -155,7 +155,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
                                "not run a no-grad forward or generate before training") from None
     wall = time.perf_counter() - start
     tokens = trainer.state.num_input_tokens_seen - tokens0
-    eval_loss = trainer.evaluate()["eval_loss"]  # after training: safe on a 4-bit model
+    eval_loss = trainer.evaluate()["eval_loss"]
     artifact = cfg.output_dir / ("model" if cfg.method == "full" else "adapter")
     trainer.save_model(str(artifact))
     if cfg.method == "full":

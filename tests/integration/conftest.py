@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.lora_factory import random_lora
+from tests.lora_factory import distinct_loras
 
 ADAPTERS = ("acme/support", "acme/legal", "globex/sales")
 
@@ -50,9 +50,7 @@ def wait_healthy(url: str, proc: subprocess.Popen, log: Path, timeout: float = 2
 
 @pytest.fixture(scope="session")
 def adapter_dirs(tiny_base: Path, tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("adapters")
-    return {name: random_lora(tiny_base, root / name.replace("/", "--"), seed=i + 1)
-            for i, name in enumerate(ADAPTERS)}
+    return distinct_loras(tiny_base, tmp_path_factory.mktemp("adapters"), ADAPTERS)
 
 
 @pytest.fixture(scope="session")
