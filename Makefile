@@ -8,7 +8,7 @@ DEMO ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-integration bench clean
+.PHONY: install serve test test-unit test-readme bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -ra -m "not integration" $(PYTEST_ARGS)
+
+test-readme: install
+	$(BIN)/python -m pytest -ra -m readme $(PYTEST_ARGS)
 
 bench: install
 	$(BIN)/python tests/bench/bench_overhead.py
