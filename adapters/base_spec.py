@@ -28,6 +28,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 Quantization = Literal["nf4", "fp4", "int8"]
 
+# Where transformers keeps a chat template: its own file (transformers >= 4.43 saves
+# chat_template.jinja), a JSON file, or a key of tokenizer_config.json. First found wins.
+CHAT_TEMPLATE_SOURCES = (("chat_template.jinja", None), ("chat_template.json", "chat_template"),
+                         ("tokenizer_config.json", "chat_template"))
+
 
 def tokenizer_hash(path: str | Path) -> str | None:
     """sha256 over the tokenizer files present in `path` (name + bytes); None when there are none."""
@@ -38,6 +43,26 @@ def tokenizer_hash(path: str | Path) -> str | None:
             found = True
             outer.update(f"{name}\0{hashlib.sha256(file.read_bytes()).hexdigest()}\n".encode())
     return outer.hexdigest()[:16] if found else None
+
+
+def chat_template_hash(path: str | Path) -> str | None:
+    """sha256 of the chat template the tokenizer in `path` renders prompts with; 16 hex chars.
+
+    Kept apart from the base fingerprint: a template edit changes no weight, yet an adapter
+    trained on one template answers prompts rendered with another badly and silently.
+    """
+    for name, key in CHAT_TEMPLATE_SOURCES:
+        file = Path(path) / name
+        if not file.is_file():
+            continue
+        try:
+            text = file.read_text() if key is None else json.loads(file.read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if text:
+            blob = text if isinstance(text, str) else json.dumps(text, sort_keys=True)
+            return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return None
 
 
 def fingerprint(config: dict, identity: dict | None = None, tokenizer: str | None = None) -> str:
@@ -70,6 +95,8 @@ class BaseSpec(BaseModel):
     num_key_value_heads: int
     head_dim: int
     quantization: Quantization | None = None
+    chat_template: str | None = None
+    """Hash of the chat template (see `chat_template_hash`); None when the base has none."""
 
     @classmethod
     def from_dir(cls, path: str | Path, model_id: str | None = None) -> BaseSpec:
@@ -81,7 +108,8 @@ class BaseSpec(BaseModel):
             raise InvalidRequest(f"cannot read base model config in {path}: {e}", param="base") from None
         identity_file = path / _IDENTITY_FILE
         identity = json.loads(identity_file.read_text()) if identity_file.is_file() else None
-        return cls.from_config(config, model_id or path.name, identity, tokenizer_hash(path))
+        spec = cls.from_config(config, model_id or path.name, identity, tokenizer_hash(path))
+        return spec.model_copy(update={"chat_template": chat_template_hash(path)})
 
     @classmethod
     def from_config(cls, config: dict, model_id: str, identity: dict | None = None,

@@ -105,6 +105,7 @@ class Manifest(BaseModel):
     version: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 content hash of the adapter files")
     base_model: str = Field(description="served id of the base the adapter was trained on")
     base_fingerprint: str = Field(description="hash of the base's config.json and tokenizer files")
+    chat_template: str | None = Field(None, description="hash of the chat template it was trained with")
     method: Method = "lora"
     quantization: Quantization | None = Field(None, description="4-bit settings of the base (qlora only)")
     rank: int = Field(gt=0)
@@ -134,7 +135,7 @@ class Manifest(BaseModel):
         elif method != "qlora" and quantization is not None:
             raise InvalidRequest("quantization settings only apply to method 'qlora'", param="quantization")
         return cls(tenant=tenant, name=name, version=content_hash(adapter_dir), base_model=base.id,
-                   base_fingerprint=base.fingerprint, method=method,
+                   base_fingerprint=base.fingerprint, chat_template=base.chat_template, method=method,
                    quantization=Quantization.model_validate(quantization) if quantization is not None else None,
                    rank=config.get("r", 0), alpha=config.get("lora_alpha", config.get("r", 0)),
                    target_modules=sorted([targets] if isinstance(targets, str) else targets),

@@ -214,6 +214,16 @@ def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
                        retrain)
 
 
+@check("chat_template")
+def _chat_template(a: Adapter, p: Policy) -> Iterator[Problem]:
+    trained = p.manifest.chat_template if p.manifest else None
+    serving = p.base.chat_template if p.base else None
+    if trained and serving and trained != serving:  # unknown on either side: not checked
+        yield _err("chat_template", f"trained with chat template {trained} (base {p.manifest.base_model!r}); "
+                   f"serving base {p.base.id!r} renders prompts with chat template {serving}",
+                   "serve it with the tokenizer files it was trained with, or retrain it on this base")
+
+
 @check("rank")
 def _rank(a: Adapter, p: Policy) -> Iterator[Problem]:
     ranks = {t.shape[0] if t.kind == "A" else t.shape[-1] for t in a.lora if t.shape}

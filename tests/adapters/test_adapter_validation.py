@@ -165,3 +165,20 @@ def test_every_check_gives_a_fix(adapter_dir, copy_of, tiny_base, base_spec, man
     report = validate_adapter(path, base=wider, max_rank=4, manifest=manifest)
     assert {"base", "config", "integrity", "rank", "quantization"} <= set(checks(report))
     assert all(p.fix for p in report.problems)
+
+
+def test_serving_with_another_chat_template_is_refused_naming_both(adapter_dir, tiny_base, base_spec,
+                                                                  manifest_for, tmp_path):
+    manifest = manifest_for(adapter_dir)
+    assert manifest.chat_template == base_spec.chat_template is not None  # recorded at publish
+    drifted = tmp_path / "drifted-base"
+    shutil.copytree(tiny_base, drifted, ignore=shutil.ignore_patterns("*.safetensors"))
+    jinja = drifted / "chat_template.jinja"
+    jinja.write_text(jinja.read_text().replace("<|end|>", "</s>"))
+    other = BaseSpec.from_dir(drifted, "tiny")
+    assert other.fingerprint == base_spec.fingerprint  # same weights and tokenizer files...
+    assert other.chat_template != base_spec.chat_template  # ...another way of rendering prompts
+    report = validate_adapter(adapter_dir, base=other, manifest=manifest)
+    assert checks(report) == ["chat_template"]
+    assert manifest.chat_template in report.errors[0].message and other.chat_template in report.errors[0].message
+    assert validate_adapter(adapter_dir, base=base_spec, manifest=manifest).problems == []
