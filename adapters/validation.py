@@ -117,6 +117,7 @@ def _err(check_name: str, message: str, fix: str) -> Problem:
     return Problem(check=check_name, message=message, fix=fix)
 
 
+_MERGE = "or merge it into its base (`trainer merge --adapter DIR --out MERGED`) and serve the merged model"
 _RESAVE = "re-save the adapter with peft's save_pretrained(..., safe_serialization=True)"
 
 
@@ -242,7 +243,7 @@ def _dora(a: Adapter, p: Policy) -> Iterator[Problem]:
     in_tensors = any("lora_magnitude_vector" in k for k in a.tensors or {})
     if (a.config or {}).get("use_dora") or in_tensors:
         yield _err("dora", "DoRA adapters (use_dora) are not supported by the engine",
-                   "retrain with use_dora=False")
+                   f"retrain with use_dora=False, {_MERGE}")
 
 
 @check("modules_to_save")
@@ -252,7 +253,7 @@ def _modules_to_save(a: Adapter, p: Policy) -> Iterator[Problem]:
     if listed or in_tensors:
         what = ", ".join(listed) if listed else f"{len(in_tensors)} tensors"
         yield _err("modules_to_save", f"modules_to_save ({what}) is not supported: the adapter must hold"
-                   " LoRA weights only", "retrain without modules_to_save (keep embeddings and lm_head frozen)")
+                   " LoRA weights only", f"retrain without modules_to_save (keep embeddings and lm_head frozen), {_MERGE}")
 
 
 @check("target_modules")
