@@ -29,7 +29,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _typed(request: Request, exc: LoramuxError) -> JSONResponse:
         if exc.status_code >= 500:
             log.error("request failed", extra={"request_id": request.state.request_id, "error": exc.message})
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code or exc.status_code),
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code),
                             status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -45,15 +45,15 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, exc.status_code),
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None, None),
                             status_code=exc.status_code)
 
 
 def sse_error(exc: BaseException) -> str:
     """An error event for a stream that already sent its 200 headers."""
     if isinstance(exc, LoramuxError):
-        body = error_body(exc.message, exc.type, exc.param, exc.code or exc.status_code)
+        body = error_body(exc.message, exc.type, exc.param, exc.code)
     else:
         log.error("stream failed", exc_info=exc)
-        body = error_body("Internal server error while streaming.", "internal_error", None, 500)
+        body = error_body("Internal server error while streaming.", "internal_error", None, None)
     return f"data: {json.dumps(body)}\n\n"

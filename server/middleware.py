@@ -16,7 +16,7 @@ from .openai_protocol import error_body
 log = logging.getLogger("loramux.server")
 COUNTED = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
 _INTERNAL = json.dumps(error_body("Internal server error; see the server log for this request id.",
-                                  "internal_error", None, 500)).encode()
+                                  "internal_error", None, None)).encode()
 
 
 class RequestContext:

@@ -125,5 +125,6 @@ class UnloadAdapterRequest(BaseModel):
     lora_name: str
 
 
-def error_body(message: str, type_: str, param: str | None, code: str | int | None) -> dict[str, Any]:
+def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
+    """OpenAI's error shape: `code` is a machine-readable string or null, never the HTTP status."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}

@@ -119,6 +119,13 @@ def test_bad_parameters_are_400_naming_the_param(client: TestClient, body, param
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["param"] == param and err["type"] == "invalid_request_error" and err["message"]
+    assert err["code"] is None or isinstance(err["code"], str), err  # OpenAI's shape: never the status
+
+
+def test_unknown_routes_and_methods_keep_openais_error_shape(client: TestClient):
+    for r in (client.get("/v1/nope"), client.get("/v1/completions")):
+        assert r.status_code in (404, 405)
+        assert r.json()["error"]["code"] is None and r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_malformed_json_is_400(client: TestClient):
@@ -182,6 +189,7 @@ def test_no_500_on_client_mistakes(client: TestClient):
             r = client.post(path, content=body, headers={"content-type": "application/json"})
             assert 400 <= r.status_code < 500, (path, body, r.text)
             assert "Traceback" not in r.text
+            assert not isinstance(r.json()["error"]["code"], int)
 
 
 def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestClient, engine: FakeEngine,
@@ -193,7 +201,7 @@ def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestCl
     monkeypatch.setattr(engine, "generate", boom)
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2})
     assert r.status_code == 500 and r.headers["x-request-id"]
-    assert r.json()["error"]["type"] == "internal_error"
+    assert r.json()["error"]["type"] == "internal_error" and r.json()["error"]["code"] is None
     assert "kaboom" not in r.text and "Traceback" not in r.text
     assert 'status="500"' in client.get("/metrics").text
 
