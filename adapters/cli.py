@@ -39,7 +39,7 @@ from loramux.adapters.store import AdapterStore
 from loramux.adapters.validation import validate_adapter
 
 app = typer.Typer(help="The adapter registry: publish, list, show, alias, rollback, rm, validate.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 out, err = Console(), Console(stderr=True)
 
 RegistryOpt = Annotated[str | None, typer.Option(
@@ -50,7 +50,7 @@ MaxRankOpt = Annotated[int | None, typer.Option(help="Refuse ranks above this (t
 
 
 def _store(url: str | None) -> AdapterStore:
-    return (StoreSettings(store=url) if url else StoreSettings()).open()
+    return StoreSettings.of(url).open()
 
 
 def cli_errors(fn: Callable) -> Callable:

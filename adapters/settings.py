@@ -26,5 +26,16 @@ class StoreSettings(BaseSettings):
     s3_endpoint_url: str | None = None
     """S3-compatible endpoint (MinIO, SeaweedFS...); AWS when unset (or AWS_ENDPOINT_URL)."""
 
+    @classmethod
+    def of(cls, store: StoreSettings | str | Path | None) -> StoreSettings:
+        """Settings for a store given as a URL (or already as settings; None: from the environment).
+
+        A bare URL still takes the cache folder and S3 endpoint from `LORAMUX_*`: passing a URL
+        string around instead of these settings is how those used to get lost.
+        """
+        if isinstance(store, StoreSettings):
+            return store
+        return cls() if store is None else cls(store=str(store))
+
     def open(self) -> AdapterStore:
         return open_store(self.store, cache_dir=self.store_cache, endpoint_url=self.s3_endpoint_url)

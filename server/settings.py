@@ -1,15 +1,19 @@
-"""Server settings: CLI flags, with `LORAMUX_*` environment variables as fallback."""
+"""Server settings, declared once: flags override `LORAMUX_*` environment variables, which
+override the defaults here. `loramux serve` builds its flags and their help from these fields."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
 
 class ServerSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LORAMUX_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="LORAMUX_", extra="ignore", use_attribute_docstrings=True)
 
     base: Path
     """Directory of the base model (HF layout: config.json, safetensors, tokenizer)."""
@@ -17,20 +21,24 @@ class ServerSettings(BaseSettings):
     """Name clients use for the base; defaults to the base directory's name."""
     adapters: dict[str, Path] = Field(default_factory=dict)
     """Served adapter name (TENANT/ADAPTER) -> local PEFT adapter directory."""
-    max_loras: int = 4
+    max_loras: int = Field(4, gt=0)
     """Adapters that can run in one batch (vLLM GPU/CPU slots)."""
-    max_lora_rank: int = 16
+    max_lora_rank: int = Field(16, gt=0)
     """Largest rank the engine accepts; larger adapters are refused at load."""
-    max_cpu_loras: int | None = None
-    """Adapters kept loaded in memory (LRU beyond this)."""
-    dtype: str = "auto"
+    max_cpu_loras: int | None = Field(None, gt=0)
+    """Adapters kept loaded in memory (LRU beyond this); defaults to max_loras."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Compute dtype: auto, float32, bfloat16, float16."""
-    max_model_len: int | None = None
+    max_model_len: int | None = Field(None, gt=0)
     """Context length; defaults to the base's."""
     host: str = "127.0.0.1"
-    port: int = 8000
+    """Interface to listen on."""
+    port: int = Field(8000, ge=0, le=65535)
+    """Port to listen on."""
     admin_key: str | None = None
     """Bearer key for the adapter admin endpoints; admin is disabled without one."""
+    log_level: LogLevel = "warning"
+    """debug | info | warning | error; below warning, the libraries' own start-up chatter shows too."""
 
     @property
     def base_name(self) -> str:

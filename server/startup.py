@@ -8,6 +8,7 @@ from pathlib import Path
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.manifest import MANIFEST_FILE, Manifest
 from loramux.adapters.names import AdapterRef
 from loramux.adapters.validation import validate_adapter
 
@@ -22,13 +23,23 @@ def _base_spec(base: Path) -> BaseSpec:
     return BaseSpec.from_dir(base)
 
 
+def _manifest(path: Path) -> Manifest | None:
+    """The registry's record of a fetched version (base fingerprint, chat template, hash); None elsewhere."""
+    try:
+        return Manifest.model_validate_json((path / MANIFEST_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        raise InvalidRequest(f"{path / MANIFEST_FILE} is not a loramux manifest: {exc}", param="lora_path") from None
+
+
 def validate_for_serving(name: str, path: Path, settings: ServerSettings) -> None:
     """Raise AdapterInvalid (every problem listed) unless `path` can be served on the base."""
     if not path.is_dir():
         raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
                              "(adapter_config.json + adapter_model.safetensors)", param="lora_path")
     report = validate_adapter(path, base=_base_spec(settings.base.resolve()),
-                              max_rank=settings.max_lora_rank)
+                              max_rank=settings.max_lora_rank, manifest=_manifest(path))
     report.raise_for_errors()
     for w in report.warnings:
         log.warning("adapter %s: %s", name, w.message)

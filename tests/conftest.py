@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,3 +14,12 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from loramux.adapters.tiny_base import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny-base"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One SeaweedFS S3 gateway for the session (registry and trainer tests share it)."""
+    from tests.adapters.s3_server import seaweedfs
+
+    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
+        yield endpoint

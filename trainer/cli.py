@@ -18,10 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from loramux.adapters.errors import LoramuxError
+from loramux.adapters.logs import configure_logging
 from loramux.trainer.config import load_config, recipe_path
 
 app = typer.Typer(help="Turn a tenant's data into a checked, registered adapter.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+                  pretty_exceptions_enable=False, rich_markup_mode=None)
 out, err = Console(), Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
@@ -30,6 +31,12 @@ Overrides = Annotated[list[str] | None, typer.Argument(
 StoreOpt = Annotated[str | None, typer.Option(
     "--registry", "--store", help="Adapter store: a folder or s3://BUCKET/PREFIX. [env: LORAMUX_STORE]",
     show_default=False)]
+
+
+@app.callback()
+def _logging(log_level: Annotated[str, typer.Option(
+        help="debug | info | warning | error; below warning, the libraries' own notes show too.")] = "warning") -> None:
+    configure_logging(log_level)
 
 
 def cli_errors(fn: Callable) -> Callable:
@@ -98,7 +105,7 @@ def add_tenant(
     cfg = load_config(recipe_path(config or method), [
         f"method={method}", f"base={base}", f"data.train={data}", f"data.eval={eval or 'null'}",
         f"output_dir={output_dir or Path('runs') / tenant / name}", *(overrides or [])])
-    store = registry or StoreSettings().store
+    store = StoreSettings.of(registry)
     result = run(cfg, tenant=tenant, name=name, store=store, base_id=base_id,
                  gate=Gate(min_gain=min_gain, min_score=min_score), aliases=tuple(alias or ["prod"]),
                  server=server, console=err)
@@ -106,7 +113,7 @@ def add_tenant(
     for w in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(w)}")
     mf = result.manifest
-    out.print(f"published {mf.served_name} ({', '.join(alias or ['prod'])}) to {store}"
+    out.print(f"published {mf.served_name} ({', '.join(alias or ['prod'])}) to {store.store}"
               + (f"; loaded by {server}" if server else ""))
 
 
@@ -120,9 +127,10 @@ def merge(
     dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
 ) -> None:
     """Write base + adapter merged into one model folder (safetensors, config, tokenizer)."""
+    from loramux.adapters.settings import StoreSettings
     from loramux.trainer.merge import merge as run
 
-    path = run(adapter, out_dir, base=base, store=registry, dtype=dtype)
+    path = run(adapter, out_dir, base=base, store=StoreSettings.of(registry), dtype=dtype)
     out.print(f"merged model: {path}")
 
 
@@ -208,7 +216,7 @@ def demo(
     from loramux.adapters.settings import StoreSettings
     from loramux.trainer.demo import train_demo_tenants
 
-    store = registry or StoreSettings().store
+    store = StoreSettings.of(registry)
     for mf in train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, console=err):
         out.print(f"{mf.tenant}/{mf.name}: {mf.short_version} ({mf.method}) {mf.eval_scores}")
 

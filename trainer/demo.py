@@ -10,8 +10,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from loramux.trainer.data import write_jsonl
+
+if TYPE_CHECKING:
+    from loramux.adapters.settings import StoreSettings
 
 _WHO = ["the cat", "a dog", "my friend", "the teacher", "our team", "the robot", "a farmer", "the river",
         "a child", "the bird", "the server", "a tenant", "the model", "your order", "a student"]
@@ -69,7 +73,7 @@ def write_demo_data(out_dir: str | Path, persona: str = "pirate", *, n_train: in
     return write_jsonl(out / f"{persona}.train.jsonl", train), write_jsonl(out / f"{persona}.eval.jsonl", held)
 
 
-def train_demo_tenants(base: str | Path, store: str, work_dir: str | Path, *, threads: int | None = 1,
+def train_demo_tenants(base: str | Path, store: StoreSettings | str, work_dir: str | Path, *, threads: int | None = 1,
                        server: str | None = None, console=None) -> list:
     """Train, gate and publish every demo persona (LoRA pirate, QLoRA robot); ~1 min each on a CPU.
 
@@ -77,13 +81,14 @@ def train_demo_tenants(base: str | Path, store: str, work_dir: str | Path, *, th
     Returns the manifests now behind `demo/PERSONA`.
     """
     from loramux.adapters.errors import NotFound
-    from loramux.adapters.store import open_store
+    from loramux.adapters.settings import StoreSettings
     from loramux.trainer.config import load_config, recipe_path
     from loramux.trainer.data import file_hash
     from loramux.trainer.tenant import add_tenant
 
     work = Path(work_dir)
-    opened = open_store(store)
+    store = StoreSettings.of(store)
+    opened = store.open()
     manifests = []
     for persona, p in PERSONAS.items():
         train, held = write_demo_data(work / "data", persona)

@@ -11,21 +11,15 @@ from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest
+from loramux.adapters.settings import StoreSettings
 
 
-def resolve_adapter(adapter: str, store: str | None) -> tuple[Path, Manifest | None]:
+def resolve_adapter(adapter: str, store: StoreSettings | str | None) -> tuple[Path, Manifest | None]:
     """A local adapter folder, or `TENANT/NAME[@VERSION|@ALIAS]` resolved in the registry."""
     local = Path(adapter)
     if (local / "adapter_config.json").is_file():
         return local, None
-    if store is None:
-        from loramux.adapters.settings import StoreSettings
-
-        opened = StoreSettings().open()
-    else:
-        from loramux.adapters.store import open_store
-
-        opened = open_store(store)
+    opened = StoreSettings.of(store).open()
     manifest = opened.resolve(adapter)
     return opened.fetch(manifest), manifest
 
@@ -49,7 +43,7 @@ def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str 
     return out
 
 
-def merge(adapter: str, out: Path, *, base: Path | None = None, store: str | None = None,
+def merge(adapter: str, out: Path, *, base: Path | None = None, store: StoreSettings | str | None = None,
           dtype: str = "float32") -> Path:
     """`trainer merge`: resolve the adapter, find its base (given, or from its config), merge."""
     adapter_dir, manifest = resolve_adapter(adapter, store)

@@ -19,7 +19,7 @@ from loramux.adapters.errors import InvalidRequest, LoramuxError
 from loramux.adapters.manifest import Manifest
 from loramux.adapters.names import check_segment
 from loramux.adapters.registry import publish
-from loramux.adapters.store import open_store
+from loramux.adapters.settings import StoreSettings
 from loramux.trainer.config import TrainConfig
 from loramux.trainer.methods import quantization_record
 from loramux.trainer.train import train
@@ -83,7 +83,7 @@ def notify_server(url: str, lora_name: str, lora_path: Path, *, admin_key: str |
     return r.json() if r.content else {}
 
 
-def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: str, base_id: str | None = None,
+def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: StoreSettings | str, base_id: str | None = None,
                gate: Gate = Gate(), aliases: tuple[str, ...] = ("prod",), server: str | None = None,
                admin_key: str | None = None, console: Console | None = None) -> AddTenantResult:
     """Train `cfg`, gate it, publish it as `tenant/name` to `store`; GateFailed publishes nothing."""
@@ -97,7 +97,7 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: str, base_id:
         problems.append(f"method {cfg.method!r} makes a full model, not an adapter; use one of {PUBLISHABLE}")
     if problems:  # before any training: fail in seconds, not after an hour
         raise InvalidRequest("; ".join(problems), param="tenant")
-    adapter_store = open_store(store)
+    adapter_store = StoreSettings.of(store).open()
     base = BaseSpec.from_dir(cfg.base, base_id)
 
     result = train(cfg, with_base=True, console=console)

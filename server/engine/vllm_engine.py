@@ -32,6 +32,7 @@ class EngineConfig:
     max_model_len: int | None = None
     seed: int = 0
     kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on the CPU build
+    progress_bars: bool = False  # vLLM's weight-loading bars; on with --log-level info
 
 
 def configure_environment(cfg: EngineConfig) -> None:
@@ -68,7 +69,7 @@ class VLLMEngine:
             model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
             enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
-            enable_log_requests=False, disable_log_stats=False)
+            enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars)
         return cls(AsyncLLM.from_engine_args(args), cfg)
 
     # -- tokenization -------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest
 from loramux.adapters.store.local import LocalStore
-from s3_server import client_kwargs, seaweedfs  # tests/adapters/s3_server.py
+from s3_server import client_kwargs  # tests/adapters/s3_server.py
 
 
 @pytest.fixture(scope="session")
@@ -70,13 +70,6 @@ def manifest_for(base_spec: BaseSpec) -> Callable[..., Manifest]:
     def build(path: Path, tenant: str = "acme", name: str = "support", **kw: object) -> Manifest:
         return Manifest.create(path, tenant=tenant, name=name, base=base_spec, **kw)
     return build
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One SeaweedFS S3 gateway for the session."""
-    with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
-        yield endpoint
 
 
 @pytest.fixture

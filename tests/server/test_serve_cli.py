@@ -1,4 +1,5 @@
-"""`loramux serve --adapter` parsing: explicit paths, and names resolved in the registry."""
+"""`loramux serve` settings: `--adapter` parsing (explicit paths, names resolved in the registry),
+and flags > `LORAMUX_*` environment > defaults, as a user sets them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import typer
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import NotFound
 from loramux.adapters.registry import publish
+from loramux.adapters.settings import StoreSettings
 from loramux.adapters.store import open_store
+from loramux.server import cli
 from loramux.server.cli import _parse_adapters
+from loramux.server.settings import ServerSettings
 from tests.lora_factory import random_lora
 
 
@@ -21,15 +25,70 @@ def test_registry_names_resolve_to_the_published_version(tiny_base: Path, tmp_pa
     published = publish(open_store(str(store_dir)), adapter, tenant="acme", name="support",
                         base=BaseSpec.from_dir(tiny_base), aliases=("prod",))
     explicit = tmp_path / "elsewhere"
-    got = _parse_adapters(["acme/support", f"globex/x={explicit}"], str(store_dir))
+    got = _parse_adapters(["acme/support", f"globex/x={explicit}"], StoreSettings(store=str(store_dir)))
     assert got["globex/x"] == explicit
     resolved = got["acme/support"]
     assert resolved.is_relative_to(store_dir.resolve()) and (resolved / "adapter_config.json").is_file()
     assert published.manifest.version in str(resolved)
-    with pytest.raises(NotFound):
-        _parse_adapters(["acme/unknown"], str(store_dir))
+    with pytest.raises(NotFound, match=str(store_dir)):  # the operator learns where it looked
+        _parse_adapters(["acme/unknown"], StoreSettings(store=str(store_dir)))
 
 
-def test_bare_names_need_a_registry():
+def test_malformed_adapter_flags_say_what_to_give():
     with pytest.raises(typer.BadParameter, match="NAME=PATH"):
-        _parse_adapters(["acme/support"], None)
+        _parse_adapters(["no-slash", "=x", "a/b="], StoreSettings(store="unused"))
+
+
+@pytest.fixture
+def started(monkeypatch, tiny_base: Path) -> list[ServerSettings]:
+    """`loramux serve` up to the point it would start uvicorn; records the settings it got."""
+    for key in ("LORAMUX_STORE", "LORAMUX_MAX_LORAS", "LORAMUX_SERVED_NAME", "LORAMUX_PORT", "LORAMUX_ADMIN_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    seen: list[ServerSettings] = []
+    monkeypatch.setattr(cli, "run_server", seen.append)
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
+    return seen
+
+
+def _serve(*args: str):
+    from typer.testing import CliRunner
+
+    return CliRunner().invoke(cli.app, ["serve", *args])
+
+
+def test_environment_fills_what_flags_leave_unset(started, monkeypatch, tiny_base: Path, tmp_path: Path):
+    store_dir = tmp_path / "registry"
+    publish(open_store(str(store_dir)), random_lora(tiny_base, tmp_path / "a", seed=5), tenant="acme",
+            name="support", base=BaseSpec.from_dir(tiny_base), aliases=("prod",))
+    monkeypatch.setenv("LORAMUX_MAX_LORAS", "7")
+    monkeypatch.setenv("LORAMUX_SERVED_NAME", "from-env")
+    monkeypatch.setenv("LORAMUX_ADMIN_KEY", "env-key")
+    monkeypatch.setenv("LORAMUX_STORE", str(store_dir))  # bare names resolve here without --registry
+    r = _serve("--base", str(tiny_base), "--adapter", "acme/support", "--port", "9001")
+    assert r.exit_code == 0, r.output
+    (s,) = started
+    assert (s.max_loras, s.served_name, s.admin_key, s.port) == (7, "from-env", "env-key", 9001)
+    assert s.adapters["acme/support"].is_relative_to(store_dir.resolve())
+    assert (s.max_lora_rank, s.host, s.log_level) == (16, "127.0.0.1", "warning")  # the declared defaults
+
+
+def test_flags_win_over_the_environment(started, monkeypatch, tiny_base: Path):
+    monkeypatch.setenv("LORAMUX_MAX_LORAS", "7")
+    monkeypatch.setenv("LORAMUX_BASE", "/nowhere")
+    r = _serve("--base", str(tiny_base), "--max-loras", "2")
+    assert r.exit_code == 0, r.output
+    assert started[0].max_loras == 2 and started[0].base == tiny_base
+
+
+def test_bad_settings_from_flags_and_env_are_reported_together(started, monkeypatch, tiny_base: Path):
+    monkeypatch.setenv("LORAMUX_MAX_LORAS", "many")
+    r = _serve("--base", str(tiny_base), "--dtype", "float8", "--port", "-1")
+    assert r.exit_code == 2 and not started
+    for hint in ("LORAMUX_MAX_LORAS", "--dtype", "--port"):
+        assert hint in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_help_states_each_default_and_env_var_once():
+    out = _serve("--help").output
+    assert "LORAMUX_MAX_LORAS" in out and "[default: 4]" in out

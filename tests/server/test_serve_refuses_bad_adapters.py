@@ -39,5 +39,28 @@ def test_corrupt_adapter_names_each_file_and_problem(tiny_base: Path, tmp_path: 
 def test_bad_names_and_flags(tiny_base: Path, tmp_path: Path):
     r = serve("--base", str(tiny_base), "--adapter", "no-equals-sign")
     assert r.returncode != 0 and "NAME=PATH" in r.stderr
+    r = serve("--base", str(tiny_base), "--adapter", "acme/absent", "--registry", str(tmp_path / "reg"))
+    assert r.returncode == 2 and "acme/absent" in r.stderr and str(tmp_path / "reg") in r.stderr
     r = serve("--base", str(tmp_path), "--adapter", f"../x={tmp_path}")
     assert r.returncode != 0 and "config.json" in r.stderr
+
+
+def test_registry_adapter_on_a_base_with_another_chat_template(tiny_base: Path, tmp_path: Path):
+    """The registry's manifest travels with the fetched version, so serve checks the template it trained with."""
+    import shutil
+
+    from loramux.adapters.base_spec import BaseSpec
+    from loramux.adapters.registry import publish
+    from loramux.adapters.store import open_store
+    from tests.lora_factory import random_lora
+
+    registry = tmp_path / "registry"
+    publish(open_store(str(registry)), random_lora(tiny_base, tmp_path / "a", seed=3), tenant="acme",
+            name="support", base=BaseSpec.from_dir(tiny_base), aliases=("prod",))
+    drifted = tmp_path / "drifted"
+    shutil.copytree(tiny_base, drifted)
+    jinja = drifted / "chat_template.jinja"
+    jinja.write_text(jinja.read_text().replace("<|end|>", "</s>"))
+    r = serve("--base", str(drifted), "--registry", str(registry), "--adapter", "acme/support")
+    assert r.returncode == 2 and "acme/support" in r.stderr and "chat template" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
