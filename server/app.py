@@ -7,11 +7,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from .engine.protocol import AdapterSpec, Engine
+from .catalog import AdapterCatalog
+from .engine.protocol import Engine
 from .errors import install_error_handlers
 from .generation import GenerationService
 from .metrics import Metrics
-from .middleware import RequestContext
+from .middleware import ContextMiddleware
 from .routers import admin, completions, health, models
 from .settings import ServerSettings
 
@@ -20,16 +21,17 @@ EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
 
 def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
     """The engine starts in the lifespan, inside the server's event loop, and is shut down
-    with it; adapters named in `settings` are loaded before the first request."""
+    with it; adapters named in `settings` are admitted and loaded before the first request."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = await engine_factory(settings)
         try:
+            catalog = AdapterCatalog(engine, settings)
             for name, path in settings.adapters.items():
-                await engine.add_adapter(AdapterSpec(name, path))
-            app.state.engine = engine
-            app.state.service = GenerationService(engine, app.state.metrics)
+                await catalog.load(name, path)
+            app.state.engine, app.state.catalog = engine, catalog
+            app.state.service = GenerationService(engine)
             yield
         finally:
             engine.shutdown()
@@ -39,7 +41,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     app.state.metrics = Metrics()
     install_error_handlers(app)
 
-    app.add_middleware(RequestContext, metrics=app.state.metrics)
+    app.add_middleware(ContextMiddleware, metrics=app.state.metrics)
     for module in (models, completions, admin, health):
         app.include_router(module.router)
     return app

@@ -111,9 +111,9 @@ def serve(
             given["adapters"] = _parse_adapters(adapter, StoreSettings.of(registry))
         settings = _settings(given)
         configure_logging(settings.log_level)
-        from .startup import validate_settings
+        from .catalog import admit_configured
 
-        validate_settings(settings)
+        admit_configured(settings)
     except LoramuxError as exc:
         _fail(exc)
     run_server(settings)

@@ -1,6 +1,6 @@
 """Typed errors and validation failures -> OpenAI-shaped error responses.
 
-Anything unexpected is answered by `middleware.RequestContext` (a 500 with the request id)."""
+Anything unexpected is answered by `middleware.ContextMiddleware` (a 500 with the request id)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loramux.adapters.errors import LoramuxError
 
+from .context import request_context
 from .openai_protocol import error_body
 
 log = logging.getLogger("loramux.server")
@@ -28,7 +29,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoramuxError)
     async def _typed(request: Request, exc: LoramuxError) -> JSONResponse:
         if exc.status_code >= 500:
-            log.error("request failed", extra={"request_id": request.state.request_id, "error": exc.message})
+            log.error("request failed", extra={"request_id": request_context(request).request_id,
+                                               "error": exc.message})
         return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code),
                             status_code=exc.status_code)
 

@@ -1,87 +1,70 @@
-"""The completions service: OpenAI request -> engine requests -> OpenAI response or SSE.
+"""The completions service: an OpenAI request -> engine requests -> choices, whole or streamed.
 
-Completions and chat differ only in how the prompt is built and how a choice is shaped;
-everything else (model resolution, length checks, n, streaming, usage, metrics) is here once.
+It neither resolves models nor records metrics: the router resolves the model through the
+catalog into the request's context, and the context's outcome feeds metrics once the
+response is sent. What differs between completions and chat is a registry entry (`ENDPOINTS`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.errors import InvalidRequest
 
+from .context import RequestContext
 from .engine.protocol import Engine, GenerateChunk, GenerateRequest, SamplingOptions
-from .metrics import Metrics
-from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, Usage, new_id, now
+from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
+from .responses import CHAT, COMPLETION, Chunks, Shape, response
+
+
+def _completion_prompts(engine: Engine, req: CompletionRequest) -> list[list[int]]:
+    p = req.prompt
+    if isinstance(p, str):
+        return [engine.encode(p)]
+    if all(isinstance(x, int) for x in p):
+        return [list(p)]
+    return [engine.encode(x) if isinstance(x, str) else list(x) for x in p]
+
+
+def _chat_prompts(engine: Engine, req: ChatCompletionRequest) -> list[list[int]]:
+    return [engine.render_chat([{"role": m.role, "content": m.text()} for m in req.messages])]
 
 
 @dataclass(frozen=True)
-class Shape:
-    """How one endpoint names and shapes its objects."""
+class Endpoint:
+    """What one OpenAI endpoint does differently: its prompts, its defaults, its shape."""
 
-    endpoint: str
-    id_prefix: str
-    object: str
-    chunk_object: str
-    choice: Callable[[int, str, str | None], dict]  # (index, text, finish_reason) -> choice
-    delta: Callable[[int, str, str | None, bool], dict]  # (index, text, finish, first) -> choice
+    shape: Shape
+    prompt_param: str
+    default_max_tokens: int | None  # OpenAI's: 16 for completions, up to the context for chat
+    prompts: Callable[[Engine, SamplingFields], list[list[int]]]
 
 
-COMPLETION = Shape(
-    "completions", "cmpl", "text_completion", "text_completion",
-    choice=lambda i, t, f: {"index": i, "text": t, "logprobs": None, "finish_reason": f},
-    delta=lambda i, t, f, first: {"index": i, "text": t, "logprobs": None, "finish_reason": f})
-CHAT = Shape(
-    "chat", "chatcmpl", "chat.completion", "chat.completion.chunk",
-    choice=lambda i, t, f: {"index": i, "message": {"role": "assistant", "content": t},
-                            "logprobs": None, "finish_reason": f},
-    delta=lambda i, t, f, first: {"index": i, "delta": ({"role": "assistant", "content": t} if first
-                                                        else {"content": t}),
-                                  "logprobs": None, "finish_reason": f})
+ENDPOINTS: dict[type[SamplingFields], Endpoint] = {
+    CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts),
+    ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts),
+}
 
 
 class GenerationService:
-    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.metrics = metrics
 
     # -- request -> engine requests ------------------------------------------------------
-    def resolve_model(self, model: str) -> str | None:
-        """Served name -> adapter name (None for the base). Unknown -> 404, never a hint."""
-        if model == self.engine.base_name:
-            return None
-        if self.engine.has_adapter(model):
-            return model
-        raise NotFound(f"The model `{model}` does not exist.", param="model")
-
-    def _prompts(self, req: CompletionRequest | ChatCompletionRequest) -> list[list[int]]:
-        if isinstance(req, ChatCompletionRequest):
-            return [self.engine.render_chat([{"role": m.role, "content": m.text()} for m in req.messages])]
-        p = req.prompt
-        if isinstance(p, str):
-            return [self.engine.encode(p)]
-        if all(isinstance(x, int) for x in p):
-            return [list(p)]
-        return [self.engine.encode(x) if isinstance(x, str) else list(x) for x in p]
-
-    def _requests(self, req: SamplingFields, prompts: list[list[int]], default_max: int | None,
-                  adapter: str | None, stream: bool) -> list[GenerateRequest]:
+    def _requests(self, req: SamplingFields, ep: Endpoint, ctx: RequestContext) -> list[GenerateRequest]:
         limit = self.engine.max_model_len
-        param = "messages" if isinstance(req, ChatCompletionRequest) else "prompt"
         asked = req.max_completion_tokens or req.max_tokens
         out = []
-        for i, ids in enumerate(prompts):
+        for i, ids in enumerate(ep.prompts(self.engine, req)):
             if not ids:
-                raise InvalidRequest("The prompt is empty.", param=param)
+                raise InvalidRequest("The prompt is empty.", param=ep.prompt_param)
             if len(ids) >= limit:
                 raise InvalidRequest(f"The prompt is {len(ids)} tokens long; this model's context "
-                                     f"is {limit} tokens. Shorten the prompt.", param=param)
+                                     f"is {limit} tokens. Shorten the prompt.", param=ep.prompt_param)
             room = limit - len(ids)
-            max_tokens = asked or min(default_max or room, room)  # a default never overflows
+            max_tokens = asked or min(ep.default_max_tokens or room, room)  # a default never overflows
             if len(ids) + max_tokens > limit:
                 raise InvalidRequest(
                     f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds the "
@@ -91,38 +74,34 @@ class GenerationService:
                                        top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n,
                                        presence_penalty=req.presence_penalty,
                                        frequency_penalty=req.frequency_penalty)
-            out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, adapter, stream))
+            out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, ctx.adapter, req.stream))
         return out
 
-    # -- responses ------------------------------------------------------------------------
-    async def respond(self, req: CompletionRequest | ChatCompletionRequest, adapter: str | None):
-        """A full response dict, or an async iterator of SSE lines when `stream`.
-        `adapter` is `resolve_model(req.model)`, which callers run first."""
-        shape = CHAT if isinstance(req, ChatCompletionRequest) else COMPLETION
+    async def respond(self, req: SamplingFields, ctx: RequestContext) -> dict | AsyncIterator[str]:
+        """A full response dict, or an async iterator of SSE lines when `stream`; runs the
+        adapter handle `ctx` resolved, whatever the catalog serves by then."""
+        ep = ENDPOINTS[type(req)]
         if bad := req.unsupported():
             raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
                                  param=bad[0])
-        default_max = 16 if shape is COMPLETION else None  # OpenAI's defaults
-        requests = self._requests(req, self._prompts(req), default_max, adapter, req.stream)
+        requests = self._requests(req, ep, ctx)
         if req.stream:
-            return self._stream(req, shape, requests)
-        return await self._complete(req, shape, requests)
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            return self._stream(req.n, Chunks(ep.shape, req.model, include_usage), requests, ctx)
+        return await self._complete(req.n, ep.shape, req.model, requests, ctx)
 
-    async def _complete(self, req, shape: Shape, requests: list[GenerateRequest]) -> dict:
-        started = time.perf_counter()
+    # -- running them ---------------------------------------------------------------------
+    async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
+                        ctx: RequestContext) -> dict:
         results = await asyncio.gather(*(self._collect(r) for r in requests))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for k, (final, ptoks) in enumerate(results):
             prompt_tokens += ptoks
             for c in sorted(final.values(), key=lambda c: c.index):
                 completion_tokens += c.new_tokens
-                choices.append(shape.choice(k * req.n + c.index, c.text, c.finish_reason))
-        self.metrics.observe(req.model, shape.endpoint, prompt_tokens, completion_tokens,
-                             time.perf_counter() - started, ttft=None)
-        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                      total_tokens=prompt_tokens + completion_tokens)
-        return {"id": new_id(shape.id_prefix), "object": shape.object, "created": now(),
-                "model": req.model, "choices": choices, "usage": usage.model_dump()}
+                choices.append(shape.choice(k * n + c.index, c.text, c.finish_reason))
+        ctx.finished(prompt_tokens, completion_tokens)
+        return response(shape, model, choices, prompt_tokens, completion_tokens)
 
     async def _collect(self, request: GenerateRequest):
         final, ptoks = {}, len(request.prompt_token_ids)
@@ -168,34 +147,16 @@ class GenerationService:
             for t in tasks:  # client went away or an error: stop generating for it
                 t.cancel()
 
-    async def _stream(self, req, shape: Shape, requests: list[GenerateRequest]) -> AsyncIterator[str]:
-        rid, created = new_id(shape.id_prefix), now()
-        started, ttft = time.perf_counter(), None
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    async def _stream(self, n: int, out: Chunks, requests: list[GenerateRequest],
+                      ctx: RequestContext) -> AsyncIterator[str]:
         prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
-        completion_tokens, seen = 0, set()
+        completion_tokens = 0
         async for k, chunk in self._merged(requests):
             prompt_tokens[k] = chunk.prompt_tokens
-            choices = []
-            for c in chunk.choices:
-                index = k * req.n + c.index
-                completion_tokens += c.new_tokens
-                choices.append(shape.delta(index, c.text, c.finish_reason, index not in seen))
-                seen.add(index)
-            if ttft is None:
-                ttft = time.perf_counter() - started
-            body = {"id": rid, "object": shape.chunk_object, "created": created,
-                    "model": req.model, "choices": choices}
-            if include_usage:
-                body["usage"] = None
-            yield f"data: {json.dumps(body)}\n\n"
+            completion_tokens += sum(c.new_tokens for c in chunk.choices)
+            ctx.first_token()
+            yield out.chunk([out.delta(k * n + c.index, c.text, c.finish_reason) for c in chunk.choices])
         ptotal = sum(prompt_tokens.values())
-        if include_usage:
-            usage = Usage(prompt_tokens=ptotal, completion_tokens=completion_tokens,
-                          total_tokens=ptotal + completion_tokens)
-            yield "data: " + json.dumps({"id": rid, "object": shape.chunk_object, "created": created,
-                                         "model": req.model, "choices": [],
-                                         "usage": usage.model_dump()}) + "\n\n"
-        yield "data: [DONE]\n\n"
-        self.metrics.observe(req.model, shape.endpoint, ptotal, completion_tokens,
-                             time.perf_counter() - started, ttft=ttft)
+        for line in out.end(ptotal, completion_tokens):
+            yield line
+        ctx.finished(ptotal, completion_tokens)

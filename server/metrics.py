@@ -10,6 +10,8 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
+from .context import Outcome
+
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -33,17 +35,17 @@ class Metrics:
         self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first streamed token.",
                               labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
 
-    def observe(self, model: str, endpoint: str, prompt_tokens: int, completion_tokens: int,
-                seconds: float, ttft: float | None) -> None:
-        lv = (model, tenant_of(model), endpoint)
-        self.prompt_tokens.labels(*lv).inc(prompt_tokens)
-        self.completion_tokens.labels(*lv).inc(completion_tokens)
-        self.latency.labels(*lv).observe(seconds)
-        if ttft is not None:
-            self.ttft.labels(*lv).observe(ttft)
-
-    def count(self, model: str, endpoint: str, status: int) -> None:
-        self.requests.labels(model, tenant_of(model), endpoint, str(status)).inc()
+    def record(self, outcome: Outcome) -> None:
+        """One request's outcome: always counted by status; tokens and latency once it generated."""
+        lv = (outcome.model, tenant_of(outcome.model), outcome.endpoint)
+        self.requests.labels(*lv, str(outcome.status)).inc()
+        if not outcome.generated:
+            return
+        self.prompt_tokens.labels(*lv).inc(outcome.prompt_tokens)
+        self.completion_tokens.labels(*lv).inc(outcome.completion_tokens)
+        self.latency.labels(*lv).observe(outcome.seconds)
+        if outcome.ttft is not None:
+            self.ttft.labels(*lv).observe(outcome.ttft)
 
     def render(self) -> bytes:
         return generate_latest(DEFAULT_REGISTRY) + generate_latest(self.registry)

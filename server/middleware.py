@@ -1,4 +1,4 @@
-"""Request ids, request counting and the last-resort 500, as plain ASGI.
+"""Request ids, the per-request context and its outcome, and the last-resort 500, as plain ASGI.
 
 Plain ASGI rather than `@app.middleware("http")`: Starlette's BaseHTTPMiddleware costs
 measurable time per streamed chunk, and it cannot put `x-request-id` on a 500 raised below it.
@@ -10,6 +10,7 @@ import json
 import logging
 import uuid
 
+from .context import SCOPE_KEY, RequestContext
 from .metrics import Metrics
 from .openai_protocol import error_body
 
@@ -19,7 +20,7 @@ _INTERNAL = json.dumps(error_body("Internal server error; see the server log for
                                   "internal_error", None, None)).encode()
 
 
-class RequestContext:
+class ContextMiddleware:
     def __init__(self, app, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
@@ -28,26 +29,24 @@ class RequestContext:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        rid = rid or uuid.uuid4().hex
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
+        ctx = scope[SCOPE_KEY] = RequestContext(rid or uuid.uuid4().hex, COUNTED.get(scope["path"]))
         status, started = 500, False
 
         async def send_with_id(message):
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", ctx.request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unexpected error", extra={"request_id": rid})
+            log.exception("unexpected error", extra={"request_id": ctx.request_id})
             if not started:
                 await send_with_id({"type": "http.response.start", "status": 500,
                                     "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": _INTERNAL})
         finally:
-            if endpoint := COUNTED.get(scope["path"]):
-                self.metrics.count(state.get("model", "-"), endpoint, status)
+            if ctx.endpoint:
+                self.metrics.record(ctx.outcome(status))

@@ -1,7 +1,8 @@
 """A deterministic in-memory engine for unit tests of the layers above the engine seam.
 
-Never a stand-in for vLLM in integration tests. Text is a pure function of (adapter,
-prompt tokens, sampling), so tests can tell adapters apart and check plumbing exactly.
+Never a stand-in for vLLM in integration tests. Text is a pure function of (adapter name
+and folder, prompt tokens, sampling), so tests can tell adapters and versions apart and check
+plumbing exactly. Like vLLM, a request whose adapter was unloaded loads it again from its path.
 """
 
 from __future__ import annotations
@@ -12,35 +13,41 @@ from collections.abc import AsyncIterator
 
 from loramux.adapters.errors import InvalidRequest
 
-from .protocol import AdapterSpec, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
 
 _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
 
 class FakeEngine:
+    vocab_size = 1000
+
     def __init__(self, base_name: str = "tiny", max_model_len: int = 128) -> None:
         self.base_name = base_name
         self.max_model_len = max_model_len
         self.healthy = True
-        self.aborted: list[str] = []
-        self._adapters: dict[str, AdapterSpec] = {}
-        self._loaded: set[str] = set()
+        self.loaded: set[int] = set()  # handle ids in memory, for tests to look at
 
     def encode(self, text: str) -> list[int]:
-        return [ord(c) % 1000 for c in text]  # one token per character
+        return [ord(c) % self.vocab_size for c in text]  # one token per character
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return self.encode("".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>")
 
     def _word(self, request: GenerateRequest, choice: int, step: int) -> str:
-        key = f"{request.adapter}|{list(request.prompt_token_ids)}|{request.sampling.seed}|{choice}|{step}"
+        a = request.adapter
+        weights = f"{a.name}:{a.path}" if a else None
+        key = f"{weights}|{list(request.prompt_token_ids)}|{request.sampling.seed}|{choice}|{step}"
         return _WORDS[hashlib.sha256(key.encode()).digest()[0] % len(_WORDS)]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         if not self.healthy:
             raise EngineUnavailable("fake engine is down")
-        if request.adapter is not None:
-            self._loaded.add(request.adapter)
+        if any(not 0 <= t < self.vocab_size for t in request.prompt_token_ids):
+            raise InvalidRequest(f"token ids must be in [0, {self.vocab_size})", param="prompt")
+        if request.sampling.n > 1 and request.sampling.temperature == 0:  # as vLLM refuses it
+            raise InvalidRequest("n must be 1 when using greedy sampling", param="n")
+        if request.adapter is not None and request.adapter.id not in self.loaded:
+            await self.load(request.adapter)
         s = request.sampling
         texts = [[f" {self._word(request, c, i)}" for i in range(s.max_tokens)] for c in range(s.n)]
         cut = [len(t) for t in texts]
@@ -67,31 +74,17 @@ class FakeEngine:
             if deltas:
                 yield GenerateChunk(prompt, deltas)
 
-    async def add_adapter(self, adapter: AdapterSpec) -> None:
+    async def load(self, adapter: AdapterHandle) -> None:
         if not (adapter.path / "adapter_config.json").is_file():
             raise InvalidRequest(f"no adapter_config.json in {adapter.path}", param="lora_path")
-        self._adapters[adapter.name] = adapter
-        self._loaded.add(adapter.name)
+        self.loaded.add(adapter.id)
 
-    async def remove_adapter(self, name: str) -> bool:
-        self._loaded.discard(name)
-        return self._adapters.pop(name, None) is not None
-
-    def adapters(self) -> list[AdapterSpec]:
-        return list(self._adapters.values())
-
-    def has_adapter(self, name: str) -> bool:
-        return name in self._adapters
-
-    async def list_loaded(self) -> list[str]:
-        return sorted(self._loaded & set(self._adapters))
+    async def unload(self, adapter: AdapterHandle) -> None:
+        self.loaded.discard(adapter.id)
 
     async def check_health(self) -> None:
         if not self.healthy:
             raise EngineUnavailable("fake engine is down")
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
 
     def shutdown(self) -> None:
         self.healthy = False

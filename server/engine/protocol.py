@@ -1,7 +1,10 @@
-"""The engine seam: what the HTTP layer needs from an inference engine.
+"""The engine seam: tokenization, generation, loading adapters by handle, health.
 
-Shaped after vLLM's `EngineClient`, reduced to what loramux uses, so the routers can be
-unit-tested against `FakeEngine` and run unchanged on `VLLMEngine` (CPU or GPU build).
+Shaped after vLLM's `EngineClient`, reduced to what loramux uses. The engine keeps no
+catalog: which name maps to which adapter is the serving side's (`server/catalog.py`), and a
+request carries the `AdapterHandle` it was resolved to, so an unload or a new version never
+changes what an admitted request runs. `tests/server/test_engine_contract.py` holds
+`FakeEngine` and `VLLMEngine` to the same behaviour.
 """
 
 from __future__ import annotations
@@ -37,11 +40,31 @@ class SamplingOptions:
 
 
 @dataclass(frozen=True)
+class AdapterHandle:
+    """One loaded adapter version, as the engine runs it (vLLM's `LoRARequest` fields).
+
+    `id` is unique for the server's life: a new version under the same name gets a new id,
+    so a request holding the old handle still runs the old weights (loaded again from `path`
+    if it was unloaded meanwhile).
+    """
+
+    name: str
+    id: int
+    path: Path
+
+    @property
+    def engine_name(self) -> str:
+        """Unique per version: vLLM tells LoRARequests apart by name, so two versions of one
+        served name in a batch must not share it."""
+        return f"{self.name}#{self.id}"
+
+
+@dataclass(frozen=True)
 class GenerateRequest:
     request_id: str
     prompt_token_ids: Sequence[int]
     sampling: SamplingOptions
-    adapter: str | None = None  # served adapter name; None = the base model
+    adapter: AdapterHandle | None = None  # None = the base model
     stream: bool = False  # True: yield deltas as they come; False: one final chunk
 
 
@@ -59,14 +82,6 @@ class GenerateChunk:
     choices: list[ChoiceDelta] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class AdapterSpec:
-    """An adapter the engine may serve: its served name and a local PEFT directory."""
-
-    name: str
-    path: Path
-
-
 @runtime_checkable
 class Engine(Protocol):
     base_name: str
@@ -78,18 +93,10 @@ class Engine(Protocol):
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]: ...
 
-    async def add_adapter(self, adapter: AdapterSpec) -> None: ...
+    async def load(self, adapter: AdapterHandle) -> None: ...
 
-    async def remove_adapter(self, name: str) -> bool: ...
-
-    def adapters(self) -> list[AdapterSpec]: ...
-
-    def has_adapter(self, name: str) -> bool: ...
-
-    async def list_loaded(self) -> list[str]: ...
+    async def unload(self, adapter: AdapterHandle) -> None: ...
 
     async def check_health(self) -> None: ...
-
-    async def abort(self, request_id: str) -> None: ...
 
     def shutdown(self) -> None: ...

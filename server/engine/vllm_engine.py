@@ -16,7 +16,7 @@ from pathlib import Path
 from loramux.adapters.errors import InvalidRequest
 
 from . import lora_fix
-from .protocol import AdapterSpec, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def configure_environment(cfg: EngineConfig) -> None:
 
 
 class VLLMEngine:
-    """`Engine` over vLLM's AsyncLLM. Adapters are named LoRARequests with stable int ids."""
+    """`Engine` over vLLM's AsyncLLM; an `AdapterHandle` is exactly a `LoRARequest`."""
 
     def __init__(self, llm, cfg: EngineConfig) -> None:
         self._llm = llm
@@ -52,8 +52,6 @@ class VLLMEngine:
         self._tokenizer = llm.get_tokenizer()
         self.base_name = cfg.served_name
         self.max_model_len = llm.model_config.max_model_len
-        self._adapters: dict[str, tuple[int, AdapterSpec]] = {}
-        self._next_id = 1
         from vllm.exceptions import VLLMClientError
 
         self._client_error = VLLMClientError
@@ -86,27 +84,27 @@ class VLLMEngine:
         return self.encode(text)
 
     # -- generation ---------------------------------------------------------------------
-    def _lora_request(self, name: str | None):
-        if name is None:
+    @staticmethod
+    def _lora_request(adapter: AdapterHandle | None):
+        if adapter is None:
             return None
         from vllm.lora.request import LoRARequest
 
-        int_id, spec = self._adapters[name]
-        return LoRARequest(lora_name=name, lora_int_id=int_id, lora_path=str(spec.path))
+        return LoRARequest(lora_name=adapter.engine_name, lora_int_id=adapter.id, lora_path=str(adapter.path))
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         from vllm.sampling_params import RequestOutputKind, SamplingParams
 
         s = request.sampling
-        params = SamplingParams(
-            n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-            stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
-            frequency_penalty=s.frequency_penalty,
-            output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
-        prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
-        stream = self._llm.generate(prompt, params, request.request_id,
-                                    lora_request=self._lora_request(request.adapter))
         try:
+            params = SamplingParams(
+                n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
+                frequency_penalty=s.frequency_penalty,
+                output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
+            prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
+            stream = self._llm.generate(prompt, params, request.request_id,
+                                        lora_request=self._lora_request(request.adapter))
             async for out in stream:
                 yield GenerateChunk(
                     prompt_tokens=len(out.prompt_token_ids or request.prompt_token_ids),
@@ -120,44 +118,17 @@ class VLLMEngine:
                 raise EngineUnavailable(f"engine failed: {exc}") from exc
             raise
 
-    async def abort(self, request_id: str) -> None:
-        await self._llm.abort(request_id)
-
     # -- adapters -----------------------------------------------------------------------
-    async def add_adapter(self, adapter: AdapterSpec) -> None:
-        if adapter.name in self._adapters:
-            int_id = self._adapters[adapter.name][0]
-            reload = True
-        else:
-            int_id, reload = self._next_id, False
-            self._next_id += 1
-        from vllm.lora.request import LoRARequest
-
-        req = LoRARequest(lora_name=adapter.name, lora_int_id=int_id,
-                          lora_path=str(adapter.path), load_inplace=reload)
+    async def load(self, adapter: AdapterHandle) -> None:
         try:
-            await self._llm.add_lora(req)
+            await self._llm.add_lora(self._lora_request(adapter))
         except Exception as exc:
             raise InvalidRequest(f"vLLM could not load adapter {adapter.name!r} from "
                                  f"{adapter.path}: {exc}", param="lora_path") from exc
-        self._adapters[adapter.name] = (int_id, adapter)
 
-    async def remove_adapter(self, name: str) -> bool:
-        entry = self._adapters.pop(name, None)
-        if entry is None:
-            return False
-        await self._llm.remove_lora(entry[0])
-        return True
-
-    def adapters(self) -> list[AdapterSpec]:
-        return [spec for _, spec in self._adapters.values()]
-
-    def has_adapter(self, name: str) -> bool:
-        return name in self._adapters
-
-    async def list_loaded(self) -> list[str]:
-        loaded = await self._llm.list_loras()
-        return sorted(name for name, (i, _) in self._adapters.items() if i in loaded)
+    async def unload(self, adapter: AdapterHandle) -> None:
+        """Frees its slot; a request still holding the handle makes vLLM load it again from `path`."""
+        await self._llm.remove_lora(adapter.id)
 
     async def check_health(self) -> None:
         try:

@@ -1,7 +1,7 @@
 """vLLM-compatible adapter admin: POST /v1/load_lora_adapter, /v1/unload_lora_adapter.
 
-Admin key only. An adapter is validated against the served base before the engine sees
-it, so a bad adapter is a 400 listing every problem, never a broken engine.
+Admin key only. The catalog admits an adapter (checked against the served base) before the
+engine sees it, so a bad adapter is a 400 listing every problem, never a broken engine.
 """
 
 from __future__ import annotations
@@ -13,12 +13,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from loramux.adapters.errors import LoramuxError, NotFound
-from loramux.adapters.names import AdapterRef
+from loramux.adapters.errors import LoramuxError
 
-from ..engine.protocol import AdapterSpec
 from ..openai_protocol import LoadAdapterRequest, UnloadAdapterRequest
-from ..startup import validate_for_serving
+from .deps import Catalog
 
 router = APIRouter()
 
@@ -43,17 +41,12 @@ Admin = Annotated[None, Depends(require_admin)]
 
 
 @router.post("/v1/load_lora_adapter")
-async def load_adapter(body: LoadAdapterRequest, request: Request, _: Admin):
-    AdapterRef.parse(body.lora_name)  # TENANT/NAME, safe characters; raises InvalidRequest
-    state = request.app.state
-    path = Path(body.lora_path)
-    validate_for_serving(body.lora_name, path, state.settings)
-    await state.engine.add_adapter(AdapterSpec(body.lora_name, path))
+async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
+    await catalog.load(body.lora_name, Path(body.lora_path))
     return JSONResponse({"status": "loaded", "lora_name": body.lora_name})
 
 
 @router.post("/v1/unload_lora_adapter")
-async def unload_adapter(body: UnloadAdapterRequest, request: Request, _: Admin):
-    if not await request.app.state.engine.remove_adapter(body.lora_name):
-        raise NotFound(f"The model `{body.lora_name}` does not exist.", param="lora_name")
+async def unload_adapter(body: UnloadAdapterRequest, catalog: Catalog, _: Admin):
+    await catalog.unload(body.lora_name)
     return JSONResponse({"status": "unloaded", "lora_name": body.lora_name})

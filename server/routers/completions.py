@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ..catalog import AdapterCatalog
+from ..context import Ctx, RequestContext
 from ..errors import sse_error
 from ..generation import GenerationService
-from ..openai_protocol import ChatCompletionRequest, CompletionRequest
+from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from ..responses import DONE
+from .deps import Catalog, Service
 
 router = APIRouter()
-
-
-def get_service(request: Request) -> GenerationService:
-    return request.app.state.service
-
-
-Service = Annotated[GenerationService, Depends(get_service)]
 
 
 async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -28,13 +24,12 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             yield line
     except Exception as exc:  # headers are out: report in-band, then end the stream
         yield sse_error(exc)
-        yield "data: [DONE]\n\n"
+        yield DONE
 
 
-async def _answer(request: Request, service: GenerationService, req):
-    adapter = service.resolve_model(req.model)  # 404 first; unknown names never become labels
-    request.state.model = req.model  # the metrics middleware labels the response with it
-    result = await service.respond(req, adapter)
+async def _answer(req: SamplingFields, ctx: RequestContext, catalog: AdapterCatalog, service: GenerationService):
+    ctx.resolved(req.model, catalog.resolve(req.model))  # 404 first; unknown names never become labels
+    result = await service.respond(req, ctx)
     if req.stream:
         return StreamingResponse(_guarded(result), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
@@ -42,10 +37,10 @@ async def _answer(request: Request, service: GenerationService, req):
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, request: Request, service: Service):
-    return await _answer(request, service, req)
+async def completions(req: CompletionRequest, ctx: Ctx, catalog: Catalog, service: Service):
+    return await _answer(req, ctx, catalog, service)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, request: Request, service: Service):
-    return await _answer(request, service, req)
+async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, catalog: Catalog, service: Service):
+    return await _answer(req, ctx, catalog, service)

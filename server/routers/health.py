@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from .deps import EngineDep
+
 router = APIRouter()
 
 
 @router.get("/health")
-async def health(request: Request) -> Response:
-    await request.app.state.engine.check_health()  # EngineUnavailable -> 503
+async def health(engine: EngineDep) -> Response:
+    await engine.check_health()  # EngineUnavailable -> 503
     return Response(status_code=200)
 
 

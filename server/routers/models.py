@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from ..openai_protocol import ModelCard, ModelList
+from .deps import Catalog
 
 router = APIRouter()
 
 
 @router.get("/v1/models")
-async def list_models(request: Request) -> ModelList:
-    engine = request.app.state.engine
-    cards = [ModelCard(id=engine.base_name, root=engine.base_name)]
+async def list_models(catalog: Catalog) -> ModelList:
+    base = catalog.base_name
     # root is the served name, not the adapter's folder: clients never learn server paths
-    cards += [ModelCard(id=spec.name, root=spec.name, parent=engine.base_name)
-              for spec in sorted(engine.adapters(), key=lambda s: s.name)]
+    cards = [ModelCard(id=base, root=base)]
+    cards += [ModelCard(id=h.name, root=h.name, parent=base) for h in catalog.served()]
     return ModelList(data=cards)

@@ -12,16 +12,15 @@ from openai import NotFoundError, OpenAI
 from loramux.server.app import create_app
 from loramux.server.engine.fake import FakeEngine
 from loramux.server.settings import ServerSettings
+from tests.lora_factory import random_lora
 
 ADMIN = "admin-secret"
 
 
-@pytest.fixture
-def adapter_dir(tmp_path: Path) -> Path:
-    d = tmp_path / "adapter"
-    d.mkdir()
-    (d / "adapter_config.json").write_text("{}")
-    return d
+@pytest.fixture(scope="session")
+def adapter_dir(tiny_base: Path, tmp_path_factory) -> Path:
+    """A real adapter for the tiny base: the catalog admits only what the base can serve."""
+    return random_lora(tiny_base, tmp_path_factory.mktemp("adapter") / "a", seed=1)
 
 
 @pytest.fixture
@@ -30,8 +29,8 @@ def engine() -> FakeEngine:
 
 
 @pytest.fixture
-def client(engine: FakeEngine, adapter_dir: Path, tmp_path: Path):
-    settings = ServerSettings(base=tmp_path, served_name="tiny", admin_key=ADMIN,
+def client(engine: FakeEngine, adapter_dir: Path, tiny_base: Path):
+    settings = ServerSettings(base=tiny_base, served_name="tiny", admin_key=ADMIN,
                               adapters={"acme/support": adapter_dir, "globex/sales": adapter_dir})
 
     async def factory(_):
@@ -110,6 +109,7 @@ def test_unknown_model_is_404_model_not_found(oai: OpenAI):
     ({"model": "tiny", "prompt": "x" * 200, "max_tokens": 1}, "prompt"),
     ({"model": "tiny", "prompt": "x", "temperature": 9}, "temperature"),
     ({"model": "tiny", "prompt": "x", "n": 0}, "n"),
+    ({"model": "tiny", "prompt": "x", "n": 2, "temperature": 0}, "n"),
     ({"model": "tiny"}, "prompt"),
     ({"model": "tiny", "messages": []}, "messages"),
 ])
@@ -158,10 +158,7 @@ def test_metrics_count_requests_and_tokens_per_model(client: TestClient, oai: Op
     assert "loramux_request_duration_seconds_bucket" in text
 
 
-def test_admin_requires_key_and_loads_and_unloads(client: TestClient, adapter_dir: Path, monkeypatch):
-    from loramux.server.routers import admin
-
-    monkeypatch.setattr(admin, "validate_for_serving", lambda name, path, settings: None)
+def test_admin_requires_key_and_loads_and_unloads(client: TestClient, adapter_dir: Path):
     body = {"lora_name": "initech/new", "lora_path": str(adapter_dir)}
     assert client.post("/v1/load_lora_adapter", json=body).status_code == 401
     wrong = client.post("/v1/load_lora_adapter", json=body, headers={"Authorization": "Bearer nope"})

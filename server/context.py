@@ -1,0 +1,67 @@
+"""One record per request: who asked for what, and how it went.
+
+The ASGI middleware opens it (request id, endpoint, clock), the router records the model
+and the adapter handle it resolved, generation adds tokens and the first-token time; when
+the response has been sent the middleware closes it into one `Outcome` that feeds metrics
+(and, later, quotas). Routes get it through the `Ctx` dependency, not `request.state`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .engine.protocol import AdapterHandle
+
+SCOPE_KEY = "loramux.context"  # where the middleware puts it in the ASGI scope
+
+
+@dataclass(frozen=True)
+class Outcome:
+    request_id: str
+    endpoint: str
+    model: str  # "-" unless the model resolved: unknown names never become labels
+    status: int
+    seconds: float
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft: float | None = None  # streamed responses only
+    generated: bool = False  # a generation ran to its end (tokens and latency count)
+
+
+@dataclass
+class RequestContext:
+    request_id: str
+    endpoint: str | None  # None: not an endpoint we account for
+    started: float = field(default_factory=time.perf_counter)
+    model: str | None = None
+    adapter: AdapterHandle | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    ttft: float | None = None
+    generated: bool = False
+
+    def resolved(self, model: str, adapter: AdapterHandle | None) -> None:
+        self.model, self.adapter = model, adapter
+
+    def finished(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.prompt_tokens, self.completion_tokens, self.generated = prompt_tokens, completion_tokens, True
+
+    def first_token(self) -> None:
+        if self.ttft is None:
+            self.ttft = time.perf_counter() - self.started
+
+    def outcome(self, status: int) -> Outcome:
+        return Outcome(self.request_id, self.endpoint or "-", self.model or "-", status,
+                       time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
+                       self.ttft, self.generated)
+
+
+def request_context(request: Request) -> RequestContext:
+    return request.scope[SCOPE_KEY]
+
+
+Ctx = Annotated[RequestContext, Depends(request_context)]

@@ -1,0 +1,147 @@
+"""One set of assertions over every engine behind the seam: the fake the HTTP tests use and
+vLLM itself (like the store contract suite over local and S3). What the layers above rely on:
+greedy answers are stable, streaming adds up to the whole, adapters change the answer, and a
+request runs exactly the adapter version its handle names, even after an unload."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+
+from loramux.adapters.errors import InvalidRequest
+from loramux.server.engine.protocol import AdapterHandle, GenerateRequest, SamplingOptions
+from tests.lora_factory import PROBE, distinct_loras
+
+
+class Loop:
+    """An event loop in a thread for the module: vLLM's AsyncLLM stays bound to the loop it started on."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def run(self, coro, timeout: float = 300):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_base: Path, tmp_path_factory) -> dict[str, Path]:
+    return distinct_loras(tiny_base, tmp_path_factory.mktemp("contract"), ["acme/a", "acme/b"])
+
+
+@pytest.fixture(scope="module", params=["fake", pytest.param("vllm", marks=pytest.mark.integration)])
+def engine(request, tiny_base: Path):
+    loop = Loop()
+    if request.param == "fake":
+        from loramux.server.engine.fake import FakeEngine
+
+        eng = FakeEngine("tiny", max_model_len=128)
+    else:
+        from loramux.server.engine.vllm_engine import EngineConfig, VLLMEngine
+
+        async def start():
+            return VLLMEngine.start(EngineConfig(base=tiny_base, served_name="tiny", dtype="float32",
+                                                 max_loras=2, max_lora_rank=16))
+        eng = loop.run(start())
+    eng.run = loop.run  # the tests below drive it through its own loop
+    yield eng
+    eng.shutdown()
+    loop.close()
+
+
+def _req(engine, prompt: str = PROBE, adapter: AdapterHandle | None = None, *, max_tokens: int = 8,
+         n: int = 1, temperature: float = 0.0, stream: bool = False, ids: list[int] | None = None) -> GenerateRequest:
+    return GenerateRequest(f"contract-{uuid.uuid4().hex}", ids or engine.encode(prompt),
+                           SamplingOptions(max_tokens=max_tokens, temperature=temperature, n=n, seed=0),
+                           adapter, stream)
+
+
+async def _chunks(engine, request: GenerateRequest) -> list:
+    return [c async for c in engine.generate(request)]
+
+
+def _text(engine, request: GenerateRequest) -> str:
+    return "".join(d.text for c in engine.run(_chunks(engine, request)) for d in c.choices)
+
+
+def test_greedy_answers_are_stable_and_stop_at_max_tokens(engine):
+    chunks = engine.run(_chunks(engine, _req(engine, max_tokens=6, n=2, temperature=1.0)))
+    final = chunks[-1].choices
+    assert sorted(d.index for d in final) == [0, 1]
+    assert all(d.new_tokens == 6 and d.finish_reason == "length" for d in final)
+    assert chunks[-1].prompt_tokens == len(engine.encode(PROBE))
+    assert _text(engine, _req(engine)) == _text(engine, _req(engine))
+
+
+def test_stream_deltas_add_up_to_the_whole_answer(engine):
+    whole = engine.run(_chunks(engine, _req(engine, max_tokens=10)))[-1].choices[0]
+    deltas = [d for c in engine.run(_chunks(engine, _req(engine, max_tokens=10, stream=True))) for d in c.choices]
+    assert "".join(d.text for d in deltas) == whole.text
+    assert sum(d.new_tokens for d in deltas) == whole.new_tokens == 10
+    assert [d.finish_reason for d in deltas][-1] == "length" and all(d.finish_reason is None for d in deltas[:-1])
+
+
+def test_adapters_change_the_answer(engine, loras):
+    a = AdapterHandle("acme/a", 1, loras["acme/a"])
+    b = AdapterHandle("acme/b", 2, loras["acme/b"])
+    engine.run(engine.load(a))
+    engine.run(engine.load(b))
+    texts = {_text(engine, _req(engine, adapter=h)) for h in (None, a, b)}
+    assert len(texts) == 3, texts
+
+
+def test_a_handle_runs_its_version_after_unload(engine, loras):
+    """What lets the catalog unload or replace a name while requests that resolved it still run."""
+    h = AdapterHandle("acme/a", 3, loras["acme/a"])
+    engine.run(engine.load(h))
+    before = _text(engine, _req(engine, adapter=h, max_tokens=12))
+
+    async def unload_mid_stream() -> str:
+        parts, stream = [], engine.generate(_req(engine, adapter=h, max_tokens=12, stream=True))
+        async for chunk in stream:
+            if not parts:
+                await engine.unload(h)
+            parts += [d.text for d in chunk.choices]
+        return "".join(parts)
+
+    assert engine.run(unload_mid_stream()) == before
+    assert _text(engine, _req(engine, adapter=h, max_tokens=12)) == before  # loaded again from its path
+
+
+def test_two_versions_of_one_name_in_one_batch_stay_apart(engine, loras):
+    v1 = AdapterHandle("acme/x", 10, loras["acme/a"])
+    v2 = AdapterHandle("acme/x", 11, loras["acme/b"])
+    for h in (v1, v2):
+        engine.run(engine.load(h))
+    alone = [_text(engine, _req(engine, adapter=h)) for h in (v1, v2)]
+
+    async def together():
+        return await asyncio.gather(*(_chunks(engine, _req(engine, adapter=h)) for h in (v1, v2, v1, v2)))
+
+    batched = ["".join(d.text for c in chunks for d in c.choices) for chunks in engine.run(together())]
+    assert alone[0] != alone[1] and batched == alone * 2
+
+
+def test_bad_input_is_a_client_error(engine, tmp_path):
+    with pytest.raises(InvalidRequest) as exc:
+        engine.run(_chunks(engine, _req(engine, ids=[10**7])))
+    assert exc.value.param == "prompt"
+    with pytest.raises(InvalidRequest):  # several greedy choices would all be the same one
+        engine.run(_chunks(engine, _req(engine, n=2, temperature=0.0)))
+    with pytest.raises(InvalidRequest):
+        engine.run(engine.load(AdapterHandle("acme/empty", 99, tmp_path)))
+
+
+def test_tokenization_and_health(engine):
+    ids = engine.encode("hello there")
+    assert ids and all(isinstance(i, int) for i in ids)
+    chat = engine.render_chat([{"role": "user", "content": "hello there"}])
+    assert len(chat) > len(ids)
+    engine.run(engine.check_health())
