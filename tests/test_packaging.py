@@ -40,3 +40,35 @@ def test_only_the_engine_seam_imports_vllm():
            if any(n == "vllm" or n.startswith("vllm.") for n in _imports(py))
            and py.parent != ROOT / "server" / "engine"]
     assert not bad
+
+
+# The server's layers, lowest first. A module imports only from layers below its own, so the
+# engine knows no catalog, the catalog no HTTP, and shaping no generation.
+SERVER_LAYERS = [{"settings", "openai_protocol", "engine", "__init__"}, {"context", "responses", "catalog"},
+                 {"generation", "metrics", "errors"}, {"middleware", "routers"}, {"app"}, {"cli"}]
+
+
+def _server_units(py: Path) -> set[str]:
+    """The server units (top-level module or sub-package name) that `py` imports."""
+    here = py.relative_to(ROOT / "server").parts
+    units = set()
+    for node in ast.walk(ast.parse(py.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            target = [*here[:-1][:len(here) - node.level], *(node.module or "").split(".")]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("loramux.server."):
+            target = node.module.split(".")[2:]
+        else:
+            continue
+        if target and target[0]:
+            units.add(target[0])
+    return units
+
+
+def test_server_imports_go_one_way():
+    layer = {unit: i for i, units in enumerate(SERVER_LAYERS) for unit in units}
+    bad = []
+    for py in (ROOT / "server").rglob("*.py"):
+        unit = py.relative_to(ROOT / "server").parts[0].removesuffix(".py")
+        assert unit in layer, f"put server/{unit} in a layer of SERVER_LAYERS"
+        bad += [f"{py.relative_to(ROOT)} imports {u}" for u in _server_units(py) - {unit} if layer[u] >= layer[unit]]
+    assert not bad, bad
