@@ -8,8 +8,6 @@ bytes are the same version and a flipped bit anywhere is detectable before load.
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -19,18 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.names import SHORT_VERSION, AdapterRef, Segment
+from loramux.adapters.peft_format import ADAPTER_FILES, read_config, weights_dtype
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 MANIFEST_FILE = "manifest.json"
 
 Method = Literal["lora", "qlora"]
-
-# safetensors dtype codes -> torch-style names
-_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn",
-           "F8_E5M2": "float8_e5m2", "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8"}
-
 
 def loramux_version() -> str:
     """The installed loramux distribution's version ("unknown" when run from a bare checkout)."""
@@ -40,20 +31,6 @@ def loramux_version() -> str:
         return version("loramux")
     except PackageNotFoundError:
         return "unknown"
-
-
-def weights_dtype(adapter_dir: str | Path) -> str | None:
-    """The dtype of the adapter's tensors from the safetensors header ("mixed" if several; None if unreadable)."""
-    try:
-        with open(Path(adapter_dir) / WEIGHTS_FILE, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(size)) if size < 100_000_000 else {}
-    except (OSError, ValueError, struct.error):
-        return None
-    codes = {v["dtype"] for k, v in header.items() if k != "__metadata__" and isinstance(v, dict) and "dtype" in v}
-    if not codes:
-        return None
-    return _DTYPES.get(codes.pop(), "unknown") if len(codes) == 1 else "mixed"
 
 
 class Quantization(BaseModel):
@@ -79,18 +56,6 @@ def content_hash(adapter_dir: str | Path) -> str:
     for name in ADAPTER_FILES:
         outer.update(f"{name}\0{file_sha256(Path(adapter_dir) / name)}\n".encode())
     return outer.hexdigest()
-
-
-def read_adapter_config(adapter_dir: str | Path) -> dict:
-    """The adapter's peft config; InvalidRequest when missing or not a JSON object."""
-    path = Path(adapter_dir) / CONFIG_FILE
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise InvalidRequest(f"cannot read {CONFIG_FILE}: {e}", param="adapter") from None
-    if not isinstance(config, dict):
-        raise InvalidRequest(f"{CONFIG_FILE} is not a JSON object", param="adapter")
-    return config
 
 
 class Manifest(BaseModel):
@@ -127,7 +92,7 @@ class Manifest(BaseModel):
         `quantization` (qlora): the bitsandbytes settings it trained under; when omitted for a
         qlora adapter, the base's own quantization if it has one, else 4-bit NF4.
         """
-        config = read_adapter_config(adapter_dir)
+        config = read_config(adapter_dir)
         targets = config.get("target_modules") or []
         if method == "qlora" and quantization is None:
             quantization = Quantization(bits=8 if base.quantization == "int8" else 4,

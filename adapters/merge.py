@@ -27,9 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, read_adapter_config
-
-_LORA = re.compile(r"^(?P<module>.+)\.lora_(?P<kind>[AB])\.weight$")
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE, LoraKey, factor_key, read_config
 
 
 @dataclass
@@ -59,13 +57,13 @@ def load_lora(path: str | Path) -> Lora:
     import torch
     from safetensors.torch import load_file
 
-    config = read_adapter_config(path)
+    config = read_config(path)
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     dtypes = set()
     for key, tensor in load_file(Path(path) / WEIGHTS_FILE).items():
-        if m := _LORA.match(key):
+        if lk := LoraKey.parse(key):
             dtypes.add(tensor.dtype)
-            pairs.setdefault(m["module"], {})[m["kind"]] = tensor.to(torch.float32)
+            pairs.setdefault(lk.module, {})[lk.kind] = tensor.to(torch.float32)
     modules = {}
     for module, ab in pairs.items():
         if set(ab) != {"A", "B"}:
@@ -166,8 +164,8 @@ def merge_adapters(sources: Sequence[tuple[str | Path, float]], out: str | Path,
     for module in modules:
         a, b = MERGES[strategy](loras, weights, module, **options)
         ranks.add(a.shape[0])
-        tensors[f"{module}.lora_A.weight"] = a.to(dtype).contiguous()
-        tensors[f"{module}.lora_B.weight"] = b.to(dtype).contiguous()
+        tensors[factor_key(module, "A")] = a.to(dtype).contiguous()
+        tensors[factor_key(module, "B")] = b.to(dtype).contiguous()
     r = max(ranks)
     if len(ranks) > 1:  # an adapter missing from some modules under `cat` would give uneven ranks
         raise InvalidRequest(f"merged ranks differ across modules ({sorted(ranks)})", param="adapters")

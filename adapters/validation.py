@@ -7,8 +7,6 @@ for another base without complaint. Only headers are read: no tensor data, no to
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +16,11 @@ from pydantic import BaseModel
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, Method, content_hash
+from loramux.adapters.manifest import Manifest, Method, content_hash
+from loramux.adapters.peft_format import CONFIG_FILE, PICKLED_WEIGHTS, WEIGHTS_FILE, LoraKey, read_config, read_header
 
 # Linear layers of a Llama-style decoder layer; used when no base is given.
 LLAMA_LINEARS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
-_LORA_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:.*\.)?([A-Za-z0-9_]+)\.lora_([AB])\.weight$")
 
 
 class Problem(BaseModel):
@@ -125,30 +123,23 @@ def _read(path: Path) -> tuple[Adapter, list[Problem]]:
     """Load the config and the safetensors header, reporting what cannot be read."""
     adapter, problems = Adapter(path=path), []
     try:
-        adapter.config = json.loads((path / CONFIG_FILE).read_text())
-        if not isinstance(adapter.config, dict):
-            adapter.config = None
-            problems.append(_err("config", f"{CONFIG_FILE} is not a JSON object", _RESAVE))
-    except (OSError, ValueError) as e:
-        problems.append(_err("config", f"cannot read {CONFIG_FILE}: {e}", _RESAVE))
-    weights = path / WEIGHTS_FILE
-    if not weights.is_file():
+        adapter.config = read_config(path)
+    except InvalidRequest as e:
+        problems.append(_err("config", e.message, _RESAVE))
+    if not (path / WEIGHTS_FILE).is_file():
         extra = " (pickled .bin weights are not accepted; save with safe_serialization)" \
-            if (path / "adapter_model.bin").exists() else ""
+            if (path / PICKLED_WEIGHTS).exists() else ""
         problems.append(_err("weights", f"{WEIGHTS_FILE} is missing{extra}", _RESAVE))
         return adapter, problems
     try:
-        from safetensors import safe_open
-
-        with safe_open(weights, framework="numpy") as f:
-            adapter.tensors = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:  # safetensors raises several types for a corrupt file
-        problems.append(_err("weights", f"{WEIGHTS_FILE} is unreadable or corrupt: {e}",
+        adapter.tensors = {k: t.shape for k, t in read_header(path).items()}
+    except InvalidRequest as e:
+        problems.append(_err("weights", e.message,
                              "copy the file again (it was likely truncated in transfer) or " + _RESAVE))
         return adapter, problems
     for key, shape in adapter.tensors.items():
-        if m := _LORA_KEY.search(key):
-            adapter.lora.append(LoraTensor(int(m[1]), m[2], m[3], shape))
+        if (lk := LoraKey.parse(key)) is not None and lk.layer is not None:
+            adapter.lora.append(LoraTensor(lk.layer, lk.name, lk.kind, shape))
     return adapter, problems
 
 
@@ -265,8 +256,8 @@ def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
     if unknown:
         yield _err("target_modules", f"unknown target modules {unknown}; the base has {sorted(known)}",
                    f"retrain with target_modules among {sorted(known)}")
-    stray = sorted(k for k in a.tensors or {}
-                   if ".lora_" in k and "lora_magnitude_vector" not in k and not _LORA_KEY.search(k))
+    stray = sorted(k for k in a.tensors or {} if ".lora_" in k and "lora_magnitude_vector" not in k
+                   and getattr(LoraKey.parse(k), "layer", None) is None)
     if stray:  # e.g. lm_head / embed_tokens LoRA, which a regex `target_modules` can hide
         yield _err("target_modules", f"{len(stray)} LoRA tensors outside the decoder layers, e.g. {stray[0]}",
                    "retrain with LoRA on the decoder layers' linear modules only (not embed_tokens/lm_head)")

@@ -20,6 +20,7 @@ from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import MANIFEST_FILE, Manifest
 from loramux.adapters.names import AdapterRef
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 from loramux.adapters.store.base import not_found
 from loramux.adapters.validation import validate_adapter
 
@@ -51,7 +52,7 @@ def admit(name: str, path: Path, settings: ServerSettings) -> None:
     AdapterRef.parse(name)  # TENANT/NAME in safe characters
     if not path.is_dir():
         raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
-                             "(adapter_config.json + adapter_model.safetensors)", param="lora_path")
+                             f"({CONFIG_FILE} + {WEIGHTS_FILE})", param="lora_path")
     report = validate_adapter(path, base=_base_spec(settings.base.resolve()),
                               max_rank=settings.max_lora_rank, manifest=_manifest(path))
     report.raise_for_errors()

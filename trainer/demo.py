@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from loramux.trainer.data import write_jsonl
 
 if TYPE_CHECKING:
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.settings import StoreSettings
 
 _WHO = ["the cat", "a dog", "my friend", "the teacher", "our team", "the robot", "a farmer", "the river",
@@ -88,12 +89,12 @@ def train_demo_tenants(base: str | Path, store: StoreSettings | str, work_dir: s
 
     work = Path(work_dir)
     store = StoreSettings.of(store)
-    opened = store.open()
+    resolver = Resolver(store.open())
     manifests = []
     for persona, p in PERSONAS.items():
         train, held = write_demo_data(work / "data", persona)
         try:
-            current = opened.resolve(f"{p.tenant}/{p.name}")
+            current = resolver.resolve(f"{p.tenant}/{p.name}").manifest
         except NotFound:
             current = None
         if current is not None and current.data_hash == file_hash([train, held]):

@@ -11,17 +11,18 @@ from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest
+from loramux.adapters.peft_format import CONFIG_FILE, recorded_base
+from loramux.adapters.registry import Resolver
 from loramux.adapters.settings import StoreSettings
 
 
 def resolve_adapter(adapter: str, store: StoreSettings | str | None) -> tuple[Path, Manifest | None]:
     """A local adapter folder, or `TENANT/NAME[@VERSION|@ALIAS]` resolved in the registry."""
     local = Path(adapter)
-    if (local / "adapter_config.json").is_file():
+    if (local / CONFIG_FILE).is_file():
         return local, None
-    opened = StoreSettings.of(store).open()
-    manifest = opened.resolve(adapter)
-    return opened.fetch(manifest), manifest
+    resolved = Resolver(StoreSettings.of(store).open()).resolve(adapter)
+    return resolved.path, resolved.manifest
 
 
 def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str = "float32") -> Path:
@@ -48,9 +49,7 @@ def merge(adapter: str, out: Path, *, base: Path | None = None, store: StoreSett
     """`trainer merge`: resolve the adapter, find its base (given, or from its config), merge."""
     adapter_dir, manifest = resolve_adapter(adapter, store)
     if base is None:
-        import json
-
-        recorded = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        recorded = recorded_base(adapter_dir)
         if not recorded or not (Path(recorded) / "config.json").is_file():
             raise InvalidRequest(f"pass --base: the adapter records base {recorded!r}, which is not a local model "
                                  "folder", param="base")

@@ -18,7 +18,8 @@ from typing import Protocol, runtime_checkable
 
 from loramux.adapters.aliases import AliasRecord, AliasState, new_state
 from loramux.adapters.errors import Conflict, InvalidRequest, NotFound
-from loramux.adapters.manifest import ADAPTER_FILES, Manifest
+from loramux.adapters.manifest import Manifest
+from loramux.adapters.peft_format import ADAPTER_FILES
 from loramux.adapters.names import DEFAULT_ALIAS, AdapterRef, check_alias, check_segment
 
 
@@ -60,11 +61,9 @@ class Route:
 class AdapterStore(Protocol):
     """Where published adapter versions live. Every method is safe across processes."""
 
-    root: Path  # local folder every path returned by `get` lies under
+    root: Path  # local folder every path returned by `fetch` lies under
 
     def put(self, src: str | Path, manifest: Manifest) -> Manifest: ...
-    def get(self, ref: AdapterRef | str, routing_key: str | None = None) -> Path: ...
-    def resolve(self, ref: AdapterRef | str, routing_key: str | None = None) -> Manifest: ...
     def route(self, ref: AdapterRef | str) -> Route: ...
     def fetch(self, manifest: Manifest) -> Path: ...
     def list(self, tenant: str | None = None) -> list[Manifest]: ...
@@ -175,14 +174,6 @@ class StoreBase(ABC):
         canary = self._manifest(ref, record.canary) if record.canary else None
         return Route(primary=self._manifest(ref, record.version), canary=canary, weight=record.weight,
                      alias=alias)
-
-    def resolve(self, ref: AdapterRef | str, routing_key: str | None = None) -> Manifest:
-        """The manifest `ref` names now; for an alias with a canary, the pick for `routing_key`."""
-        return self.route(ref).pick(routing_key)
-
-    def get(self, ref: AdapterRef | str, routing_key: str | None = None) -> Path:
-        """A local folder holding the version `ref` names (downloaded first if need be)."""
-        return self.fetch(self.resolve(ref, routing_key))
 
     def alias_records(self, ref: AdapterRef | str) -> dict[str, AliasRecord]:
         """alias -> its full record (version, canary, weight, history) for one adapter."""

@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
-from loramux.adapters.manifest import ADAPTER_FILES, MANIFEST_FILE, Manifest, content_hash
+from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
+from loramux.adapters.peft_format import ADAPTER_FILES
 from loramux.adapters.store.base import StoreBase
 
 STALE_STAGING_S = 3600.0

@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from loramux.adapters.errors import NotFound, StoreUnavailable
-from loramux.adapters.manifest import ADAPTER_FILES, MANIFEST_FILE, Manifest
+from loramux.adapters.manifest import MANIFEST_FILE, Manifest
+from loramux.adapters.peft_format import ADAPTER_FILES
 from loramux.adapters.names import SHORT_VERSION, AdapterRef
 from loramux.adapters.store.base import StaleAlias, StoreBase, not_found
 from loramux.adapters.store.local import commit_staged, stage_version, write_atomic

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import AsyncIterator
 
 from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.peft_format import CONFIG_FILE
 
 from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
 
@@ -75,8 +76,8 @@ class FakeEngine:
                 yield GenerateChunk(prompt, deltas)
 
     async def load(self, adapter: AdapterHandle) -> None:
-        if not (adapter.path / "adapter_config.json").is_file():
-            raise InvalidRequest(f"no adapter_config.json in {adapter.path}", param="lora_path")
+        if not (adapter.path / CONFIG_FILE).is_file():
+            raise InvalidRequest(f"no {CONFIG_FILE} in {adapter.path}", param="lora_path")
         self.loaded.add(adapter.id)
 
     async def unload(self, adapter: AdapterHandle) -> None:

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from loramux.adapters.base_spec import BaseSpec
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest
+from loramux.adapters.manifest import Manifest
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 from loramux.adapters.store.local import LocalStore
 from s3_server import client_kwargs  # tests/adapters/s3_server.py
 

@@ -30,7 +30,7 @@ from safetensors.numpy import save_file
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import NotFound
-from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
+from loramux.adapters.manifest import MANIFEST_FILE, content_hash
 from loramux.adapters.registry import Resolver, publish
 from loramux.adapters.store import open_store
 

@@ -21,16 +21,16 @@ def two(store, adapter_dir, manifest_for, variant, tmp_path):
 def test_a_canary_gets_its_weight_of_routing_keys_deterministically(store, two):
     v1, v2 = two
     store.set_alias(v1.ref, "prod", canary=v2.served_name, weight=0.2)
-    picks = [store.resolve("acme/support", routing_key=f"req-{i}").version for i in range(4000)]
+    picks = [Resolver(store).resolve("acme/support", routing_key=f"req-{i}").manifest.version for i in range(4000)]
     share = picks.count(v2.version) / len(picks)
     assert abs(share - 0.2) < 0.03, share
     assert set(picks) == {v1.version, v2.version}
-    again = [store.resolve("acme/support", routing_key=f"req-{i}").version for i in range(200)]
+    again = [Resolver(store).resolve("acme/support", routing_key=f"req-{i}").manifest.version for i in range(200)]
     assert again == picks[:200]  # the same key always gets the same version
     resolver = Resolver(store, ttl_s=60)
     assert {resolver.resolve("acme/support", routing_key=f"k{i}").version for i in range(100)} == \
         {v1.version, v2.version}  # a ttl-cached alias still splits per request
-    assert store.resolve(f"acme/support@{v1.version[:12]}") == v1  # pinned versions ignore the split
+    assert Resolver(store).resolve(f"acme/support@{v1.version[:12]}").manifest == v1  # pinned versions ignore the split
 
 
 def test_rollback_restores_the_previous_state_from_another_store_object(store, two, tmp_path):
@@ -43,7 +43,7 @@ def test_rollback_restores_the_previous_state_from_another_store_object(store, t
                                                          updated_at=other.alias_records("acme/support")["prod"]
                                                          .updated_at, history=[{"version": v1.version}])
     assert other.rollback("acme/support").state.canary is None
-    assert store.resolve("acme/support") == v1
+    assert Resolver(store).resolve("acme/support").manifest == v1
     with pytest.raises(Conflict):
         store.rollback("acme/support")
     with pytest.raises(NotFound):
@@ -69,7 +69,7 @@ def test_a_canary_version_cannot_be_deleted_and_rollback_refuses_deleted_version
     with pytest.raises(Conflict) as err:
         store.rollback("acme/support")
     assert "was deleted" in err.value.message
-    assert store.resolve("acme/support") == v1
+    assert Resolver(store).resolve("acme/support").manifest == v1
 
 
 @pytest.mark.parametrize("canary, weight", [("v1", 0.5), ("v2", 0.0), ("v2", 1.0), ("v2", None), (None, 0.5)])
@@ -110,5 +110,5 @@ def test_concurrent_alias_changes_lose_no_update(store, two):
 def test_an_alias_written_as_a_bare_version_still_reads(store, two):
     v1, _ = two
     store._write_alias("acme", "support", "prod", v1.version + "\n")  # what older stores wrote
-    assert store.resolve("acme/support") == v1
+    assert Resolver(store).resolve("acme/support").manifest == v1
     assert store.aliases("acme/support") == {"prod": v1.version}

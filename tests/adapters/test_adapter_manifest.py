@@ -9,7 +9,8 @@ import pytest
 
 from loramux.adapters.base_spec import BaseSpec, tokenizer_hash
 from loramux.adapters.errors import InvalidRequest
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE, Manifest, content_hash
+from loramux.adapters.manifest import Manifest, content_hash
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 
 
 def test_the_version_depends_on_the_bytes_only(adapter_dir, tmp_path):

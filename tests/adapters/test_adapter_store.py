@@ -8,19 +8,21 @@ from pathlib import Path
 import pytest
 
 from loramux.adapters.errors import Conflict, InvalidRequest, NotFound
-from loramux.adapters.manifest import ADAPTER_FILES, WEIGHTS_FILE, content_hash
+from loramux.adapters.manifest import content_hash
+from loramux.adapters.peft_format import ADAPTER_FILES, WEIGHTS_FILE
+from loramux.adapters.registry import Resolver
 
 
 def test_get_returns_the_published_bytes(store, adapter_dir, manifest_for):
     manifest = manifest_for(adapter_dir)
     stored = store.put(adapter_dir, manifest)
     assert stored == manifest
-    path = store.get(manifest.served_name)
+    path = Resolver(store).resolve(manifest.served_name).path
     assert path.is_relative_to(store.root)
     assert content_hash(path) == manifest.version == content_hash(adapter_dir)
     for name in ADAPTER_FILES:
         assert (path / name).read_bytes() == (adapter_dir / name).read_bytes()
-    assert store.resolve(manifest.ref) == manifest
+    assert Resolver(store).resolve(manifest.ref).manifest == manifest
 
 
 def test_publishing_the_same_bytes_again_keeps_the_first_manifest(store, adapter_dir, manifest_for):
@@ -36,7 +38,7 @@ def test_put_refuses_files_that_do_not_hash_to_the_version(store, make_adapter, 
         store.put(make_adapter(seed=0), other)
     assert store.list() == []
     with pytest.raises(NotFound):
-        store.resolve(other.ref)
+        Resolver(store).resolve(other.ref).manifest
 
 
 def test_a_publish_that_dies_midway_leaves_nothing_visible(store, adapter_dir, manifest_for, monkeypatch):
@@ -54,7 +56,7 @@ def test_a_publish_that_dies_midway_leaves_nothing_visible(store, adapter_dir, m
     monkeypatch.undo()
     assert store.list() == []
     with pytest.raises(NotFound):
-        store.get(manifest.ref)
+        Resolver(store).resolve(manifest.ref).path
     assert store.put(adapter_dir, manifest) == manifest  # and a retry succeeds
 
 
@@ -63,28 +65,28 @@ def test_aliases_move_and_resolve_afresh(store, adapter_dir, manifest_for, varia
     v2_dir = variant(adapter_dir, tmp_path / "v2", 1)
     v2 = store.put(v2_dir, manifest_for(v2_dir))
     with pytest.raises(NotFound):  # no `prod` yet: the plain name names nothing
-        store.resolve("acme/support")
+        Resolver(store).resolve("acme/support").manifest
     store.set_alias(v1.served_name, "prod")
     store.set_alias(v2.served_name, "canary")
-    assert store.resolve("acme/support") == v1
-    assert store.resolve("acme/support@prod") == v1
-    assert store.resolve("acme/support@canary") == v2
+    assert Resolver(store).resolve("acme/support").manifest == v1
+    assert Resolver(store).resolve("acme/support@prod").manifest == v1
+    assert Resolver(store).resolve("acme/support@canary").manifest == v2
     assert store.set_alias("acme/support@canary", "prod") == v2  # promote canary
-    assert store.resolve("acme/support") == v2
+    assert Resolver(store).resolve("acme/support").manifest == v2
     assert store.aliases("acme/support") == {"canary": v2.version, "prod": v2.version}
     store.remove_alias("acme/support", "canary")
     with pytest.raises(NotFound):
-        store.resolve("acme/support@canary")
+        Resolver(store).resolve("acme/support@canary").manifest
     with pytest.raises(NotFound):
         store.remove_alias("acme/support", "canary")
 
 
 def test_a_version_prefix_resolves_when_it_is_unique(store, adapter_dir, manifest_for):
     manifest = store.put(adapter_dir, manifest_for(adapter_dir))
-    assert store.resolve(f"acme/support@{manifest.version[:8]}") == manifest
-    assert store.resolve(f"acme/support@{manifest.version}") == manifest
+    assert Resolver(store).resolve(f"acme/support@{manifest.version[:8]}").manifest == manifest
+    assert Resolver(store).resolve(f"acme/support@{manifest.version}").manifest == manifest
     with pytest.raises(NotFound):
-        store.resolve(f"acme/support@{'0' * 8 if manifest.version[0] != '0' else '1' * 8}")
+        Resolver(store).resolve(f"acme/support@{'0' * 8 if manifest.version[0] != '0' else '1' * 8}").manifest
 
 
 def test_an_aliased_version_cannot_be_deleted(store, adapter_dir, manifest_for):
@@ -99,7 +101,7 @@ def test_an_aliased_version_cannot_be_deleted(store, adapter_dir, manifest_for):
     store.delete(manifest.served_name)
     assert store.list() == []
     with pytest.raises(NotFound):
-        store.get(manifest.ref)
+        Resolver(store).resolve(manifest.ref).path
 
 
 def test_list_is_per_tenant_and_ordered(store, make_adapter, manifest_for):

@@ -10,6 +10,7 @@ import time
 
 from loramux.adapters.manifest import Manifest
 from loramux.adapters.store.local import STALE_STAGING_S, LocalStore
+from loramux.adapters.registry import Resolver
 
 READER = textwrap.dedent("""
     import sys
@@ -24,11 +25,11 @@ READER = textwrap.dedent("""
     while not last:
         last = stop.exists()  # one full pass after the writer is done
         for m in store.list():
-            if content_hash(store.get(m.ref)) != m.version:
+            if content_hash(Resolver(store).resolve(m.ref).path) != m.version:
                 bad.append(m.version)
             seen.add(m.version)
         try:
-            p = store.get("acme/support")
+            p = Resolver(store).resolve("acme/support").path
             if content_hash(p) != p.name:
                 bad.append(p.name)
         except NotFound:
@@ -77,6 +78,6 @@ def test_two_store_objects_on_one_root_agree(tmp_path, adapter_dir, manifest_for
 
 def test_published_files_are_read_only(tmp_path, adapter_dir, manifest_for):
     store = LocalStore(tmp_path / "store")
-    path = store.get(store.put(adapter_dir, manifest_for(adapter_dir)).ref)
+    path = Resolver(store).resolve(store.put(adapter_dir, manifest_for(adapter_dir)).ref).path
     assert all(p.stat().st_mode & 0o222 == 0 for p in path.iterdir())
     assert isinstance(Manifest.model_validate_json((path / "manifest.json").read_text()), Manifest)

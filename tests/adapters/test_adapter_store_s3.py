@@ -6,7 +6,8 @@ import pytest
 
 from loramux.adapters.errors import InvalidRequest, NotFound, StoreUnavailable
 from loramux.adapters.registry import Resolver
-from loramux.adapters.manifest import CONFIG_FILE, MANIFEST_FILE, WEIGHTS_FILE, content_hash
+from loramux.adapters.manifest import MANIFEST_FILE, content_hash
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 from loramux.adapters.store.s3 import S3Store
 
 
@@ -22,7 +23,7 @@ def test_objects_without_a_manifest_are_not_a_version(s3_store, adapter_dir, man
         s3_store.client.upload_file(str(adapter_dir / name), s3_store.bucket, f"{base}/{name}")
     assert s3_store.list() == []
     with pytest.raises(NotFound):
-        s3_store.resolve(manifest.ref)
+        Resolver(s3_store).resolve(manifest.ref).manifest
     assert s3_store.put(adapter_dir, manifest) == manifest
     assert s3_store.list() == [manifest]
 
@@ -31,7 +32,7 @@ def test_a_replica_downloads_and_checks_the_bytes(s3_store, adapter_dir, manifes
     manifest = s3_store.put(adapter_dir, manifest_for(adapter_dir))
     s3_store.set_alias(manifest.ref, "prod")
     other = replica(s3_store, tmp_path / "replica")
-    path = other.get("acme/support")
+    path = Resolver(other).resolve("acme/support").path
     assert path.is_relative_to(other.root)
     assert content_hash(path) == manifest.version
     assert (path / MANIFEST_FILE).is_file()
@@ -45,7 +46,7 @@ def test_a_corrupt_object_is_never_handed_out(s3_store, adapter_dir, manifest_fo
     s3_store.client.put_object(Bucket=s3_store.bucket, Key=key, Body=bytes(data))
     other = replica(s3_store, tmp_path / "replica")
     with pytest.raises(InvalidRequest):
-        other.get(manifest.ref)
+        Resolver(other).resolve(manifest.ref).path
     assert not list((other.root / "acme").rglob(WEIGHTS_FILE))  # nothing half-cached either
 
 
@@ -54,15 +55,15 @@ def test_a_version_deleted_by_another_replica(s3_store, adapter_dir, manifest_fo
     other = replica(s3_store, tmp_path / "replica")
     strict = S3Store(s3_store.bucket, tmp_path / "strict", prefix=s3_store.prefix, client=s3_store.client,
                      cache_resolves=False)
-    other.get(manifest.ref)  # cached there
+    Resolver(other).resolve(manifest.ref).path  # cached there
     strict.get(manifest.ref)
     s3_store.delete(manifest.ref)
     with pytest.raises(NotFound):  # without cached resolves: gone at once
         strict.get(manifest.ref)
-    assert other.get(manifest.ref).is_dir()  # the immutable cached copy still serves a pinned version...
+    assert Resolver(other).resolve(manifest.ref).path.is_dir()  # the immutable cached copy still serves a pinned version...
     assert other.list() == []  # ...until a list (which asks the bucket) prunes it
     with pytest.raises(NotFound):
-        other.get(manifest.ref)
+        Resolver(other).resolve(manifest.ref).path
 
 
 class Calls:
@@ -115,7 +116,7 @@ def test_credentials_and_endpoint_come_from_the_standard_aws_variables(s3_endpoi
         monkeypatch.setenv(var, value)
     store = open_store("s3://adapters/env-creds", cache_dir=tmp_path / "cache")
     manifest = store.put(adapter_dir, manifest_for(adapter_dir))
-    assert store.resolve(manifest.ref) == manifest
+    assert Resolver(store).resolve(manifest.ref).manifest == manifest
     assert store.client.meta.endpoint_url == s3_endpoint
     creds = store.client._request_signer._credentials
     assert (creds.access_key, creds.method) == (KEY, "env")

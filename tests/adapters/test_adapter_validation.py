@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from loramux.adapters.base_spec import BaseSpec, tokenizer_hash
-from loramux.adapters.manifest import CONFIG_FILE, WEIGHTS_FILE
+from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 from loramux.adapters.validation import AdapterInvalid, validate_adapter
 
 

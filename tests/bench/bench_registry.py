@@ -136,7 +136,7 @@ def bench_ops(work: Path, versions: int, repeat: int, with_s3: bool) -> Table:
                     timed(lambda: validate_adapter(path, base=base, manifest=pinned), 5 if big else 20))
                 if label != "local":
                     row(table, label, "cold fetch (new replica cache)", shape,
-                        timed(lambda: replica().get(model), 3 if big else 10))
+                        timed(lambda: Resolver(replica()).resolve(model).path, 3 if big else 10))
         tiny_base = BaseSpec.from_config({**SHAPES["tiny r8 q,v"][0], "model_type": "llama"}, "bench-base")
         src = work / "list-src"
         synth_adapter(src, tiny_base, 8, ["q_proj"], seed=0)

@@ -20,6 +20,7 @@ def test_merged_model_matches_base_plus_adapter(fixture, ref, request, tiny_base
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.store import open_store
 
     from typer.testing import CliRunner
@@ -40,7 +41,7 @@ def test_merged_model_matches_base_plus_adapter(fixture, ref, request, tiny_base
                                   add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
     merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     base = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32)
-    unmerged = PeftModel.from_pretrained(base, open_store(str(store)).get(ref)).eval()
+    unmerged = PeftModel.from_pretrained(base, Resolver(open_store(str(store))).resolve(ref).path).eval()
     a, b = _logits(merged, ids), _logits(unmerged, ids)
     assert (a - b).abs().max().item() <= 1e-4
     plain = AutoModelForCausalLM.from_pretrained(tiny_base, dtype=torch.float32).eval()

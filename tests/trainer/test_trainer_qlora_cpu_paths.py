@@ -65,6 +65,7 @@ def no_grad_forward_before_training(monkeypatch):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_qlora_trains_evaluates_publishes_and_merges(shape, cpu_path, small_bases, demo_data,
                                                     no_grad_forward_before_training, tmp_path):
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.store import open_store
     from loramux.trainer.config import load_config, recipe_path
     from loramux.trainer.merge import merge_into_base
@@ -80,6 +81,6 @@ def test_qlora_trains_evaluates_publishes_and_merges(shape, cpu_path, small_base
     m = result.metrics
     assert m["score"] >= 0.95 and m["base_score"] <= 0.05, m["eval"]["samples"]
     assert m["eval_loss"] == m["eval_loss"]  # trainer.evaluate() on the 4-bit model ran (not NaN)
-    adapter = open_store(str(tmp_path / "store")).get(f"acme/{shape}-{cpu_path}")
+    adapter = Resolver(open_store(str(tmp_path / "store"))).resolve(f"acme/{shape}-{cpu_path}").path
     merged = merge_into_base(adapter, base, tmp_path / "merged")
     assert (merged / "config.json").is_file()

@@ -11,6 +11,7 @@ import pytest
 from loramux.adapters.store import open_store
 from loramux.trainer.config import load_config, recipe_path
 from loramux.trainer.tenant import Gate, GateFailed, add_tenant
+from loramux.adapters.registry import Resolver
 
 FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a busy small CPU
 
@@ -21,8 +22,8 @@ def test_published_manifest_records_data_hash_scores_and_method(lora_tenant, sto
     assert mf.data_hash == lora_tenant.metrics["data_hash"] and mf.data_hash.startswith("sha256:")
     assert mf.eval_scores["exact_match"] >= 0.95 and mf.eval_scores["base_exact_match"] <= 0.05
     s = open_store(str(store))
-    assert s.resolve("demo/pirate").version == mf.version  # `prod` points at it
-    assert (s.get("demo/pirate") / "adapter_model.safetensors").is_file()
+    assert Resolver(s).resolve("demo/pirate").manifest.version == mf.version  # `prod` points at it
+    assert (Resolver(s).resolve("demo/pirate").path / "adapter_model.safetensors").is_file()
 
 
 def test_failing_gate_publishes_nothing(tiny_base, demo_data, tmp_path):
@@ -70,7 +71,7 @@ def test_server_is_told_to_load_the_published_version(lora_tenant, store, monkey
     httpd = HTTPServer(("127.0.0.1", 0), _Admin)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("LORAMUX_ADMIN_KEY", "sekrit")
-    path = open_store(str(store)).get("demo/pirate")
+    path = Resolver(open_store(str(store))).resolve("demo/pirate").path
     try:
         reply = notify_server(f"http://127.0.0.1:{httpd.server_port}", "demo/pirate", path)
     finally:

@@ -49,9 +49,10 @@ def test_qlora_records_its_quantization_and_saves_plain_lora_tensors(qlora_tenan
     assert qlora_tenant.manifest.method == "qlora"
     q = qlora_tenant.manifest.quantization  # the registry knows how the base was quantized
     assert (q.bits, q.quant_type, q.double_quant, q.compute_dtype) == (4, "nf4", True, "float32")
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.store import open_store
 
-    path = open_store(str(store)).get("demo/robot")
+    path = Resolver(open_store(str(store))).resolve("demo/robot").path
     with safe_open(str(path / "adapter_model.safetensors"), "pt") as f:
         keys = list(f.keys())
     assert keys and all("lora_A" in k or "lora_B" in k for k in keys)
