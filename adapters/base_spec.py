@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.shapes import BaseShape
 
 # Keys that change with the library or the loading path, not with the model itself.
 _VOLATILE = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "use_cache",
@@ -88,12 +89,7 @@ class BaseSpec(BaseModel):
     """Hash of config.json and the tokenizer files: what manifests record and serving checks."""
     config_fingerprint: str | None = None
     """Hash of config.json alone (what schema-1 manifests recorded); None means same as `fingerprint`."""
-    hidden_size: int
-    intermediate_size: int
-    num_hidden_layers: int
-    num_attention_heads: int
-    num_key_value_heads: int
-    head_dim: int
+    shape: BaseShape
     quantization: Quantization | None = None
     chat_template: str | None = None
     """Hash of the chat template (see `chat_template_hash`); None when the base has none."""
@@ -115,7 +111,6 @@ class BaseSpec(BaseModel):
     def from_config(cls, config: dict, model_id: str, identity: dict | None = None,
                     tokenizer: str | None = None) -> BaseSpec:
         """Describe a base from its parsed `config.json` (and the hash of its tokenizer files)."""
-        heads = config["num_attention_heads"]
         quant = config.get("quantization_config") or {}
         if quant.get("load_in_4bit"):
             quantization = quant.get("bnb_4bit_quant_type", "nf4")
@@ -124,20 +119,8 @@ class BaseSpec(BaseModel):
         return cls(
             id=model_id, fingerprint=fingerprint(config, identity, tokenizer),
             config_fingerprint=fingerprint(config, identity) if tokenizer else None,
-            hidden_size=config["hidden_size"], intermediate_size=config["intermediate_size"],
-            num_hidden_layers=config["num_hidden_layers"], num_attention_heads=heads,
-            num_key_value_heads=config.get("num_key_value_heads", heads),
-            head_dim=config.get("head_dim") or config["hidden_size"] // heads,
-            quantization=quantization)
+            shape=BaseShape.from_config(config), quantization=quantization)
 
     def matches(self, recorded: str) -> bool:
         """Does a manifest's recorded fingerprint name this base (schema-1 manifests: config only)?"""
         return recorded in (self.fingerprint, self.config_fingerprint)
-
-    def linear_shapes(self) -> dict[str, tuple[int, int]]:
-        """(in_features, out_features) of every LoRA-targetable linear in one decoder layer."""
-        q = self.num_attention_heads * self.head_dim
-        kv = self.num_key_value_heads * self.head_dim
-        h, i = self.hidden_size, self.intermediate_size
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}

@@ -18,9 +18,7 @@ from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.manifest import Manifest, Method, content_hash
 from loramux.adapters.peft_format import CONFIG_FILE, PICKLED_WEIGHTS, WEIGHTS_FILE, LoraKey, read_config, read_header
-
-# Linear layers of a Llama-style decoder layer; used when no base is given.
-LLAMA_LINEARS = frozenset({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+from loramux.adapters.shapes import LLAMA_LINEARS
 
 
 class Problem(BaseModel):
@@ -189,11 +187,11 @@ def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
     if p.manifest is not None and not p.base.matches(p.manifest.base_fingerprint):
         yield _err("base", f"trained on base {p.manifest.base_model!r} (fingerprint "
                    f"{p.manifest.base_fingerprint}), serving base is {p.base.id!r} ({p.base.fingerprint})", retrain)
-    shapes, seen = p.base.linear_shapes(), set()
+    shapes, seen = p.base.shape.linears(), set()
     for t in a.lora:
-        if t.layer >= p.base.num_hidden_layers and ("layer", t.layer) not in seen:
+        if t.layer >= p.base.shape.layers and ("layer", t.layer) not in seen:
             seen.add(("layer", t.layer))
-            yield _err("base", f"adapter has layer {t.layer}; the base has {p.base.num_hidden_layers} layers",
+            yield _err("base", f"adapter has layer {t.layer}; the base has {p.base.shape.layers} layers",
                        retrain)
         if t.module not in shapes or len(t.shape) != 2:
             continue
@@ -249,7 +247,7 @@ def _modules_to_save(a: Adapter, p: Policy) -> Iterator[Problem]:
 
 @check("target_modules")
 def _target_modules(a: Adapter, p: Policy) -> Iterator[Problem]:
-    known = set(p.base.linear_shapes()) if p.base else LLAMA_LINEARS
+    known = set(p.base.shape.linears()) if p.base else set(LLAMA_LINEARS)
     targets = (a.config or {}).get("target_modules") or []
     listed = set(targets) if isinstance(targets, list) else set()  # a str is a regex or "all-linear"
     unknown = sorted((listed | {t.module for t in a.lora}) - known)

@@ -14,15 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.shapes import TARGET_SETS
 
 Method = Literal["lora", "qlora", "full"]
-
-# Named target sets for Llama-family bases; anything else is taken as a list of module names.
-TARGET_SETS: dict[str, list[str]] = {
-    "attention": ["q_proj", "k_proj", "v_proj", "o_proj"],
-    "mlp": ["gate_proj", "up_proj", "down_proj"],
-    "all-linear": ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
-}
 
 
 class ConfigError(InvalidRequest):

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
-from loramux.trainer.config import TARGET_SETS
+from loramux.adapters.shapes import TARGET_SETS, BaseShape
 
 GiB = 2**30
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -34,66 +34,17 @@ def parse_bytes(text: str) -> int:
     return int(float(num) * _UNITS[unit])
 
 
-@dataclass(frozen=True)
-class Shape:
-    """What the estimates need from a Llama-family config.json."""
-
-    vocab: int
-    hidden: int
-    intermediate: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    tied: bool
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> Shape:
-        missing = [k for k in ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                               "num_attention_heads") if k not in cfg]
-        if missing:
-            raise InvalidRequest(f"base config lacks {', '.join(missing)} (a Llama-family config.json is needed)",
-                                 param="base")
-        heads = cfg["num_attention_heads"]
-        return cls(cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"],
-                   heads, cfg.get("num_key_value_heads") or heads,
-                   cfg.get("head_dim") or cfg["hidden_size"] // heads, bool(cfg.get("tie_word_embeddings")))
-
-    def linears(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear in one decoder layer."""
-        q, kv, h, i = self.heads * self.head_dim, self.kv_heads * self.head_dim, self.hidden, self.intermediate
-        return {"q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-                "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h)}
-
-    @property
-    def linear_params(self) -> int:
-        return self.layers * sum(a * b for a, b in self.linears().values())
-
-    @property
-    def embedding_params(self) -> int:
-        return self.vocab * self.hidden * (1 if self.tied else 2)
-
-    @property
-    def params(self) -> int:
-        norms = (2 * self.layers + 1) * self.hidden
-        return self.linear_params + self.embedding_params + norms
-
-    def lora_params(self, r: int, targets: list[str]) -> int:
-        shapes = self.linears()
-        unknown = sorted(set(targets) - set(shapes))
-        if unknown:
-            raise InvalidRequest(f"unknown target modules {unknown}; known: {sorted(shapes)}", param="targets")
-        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) for t in targets)
-
-
-def load_shape(base: str | Path) -> Shape:
+def load_shape(base: str | Path) -> BaseShape:
     """From a model folder or a config.json path; weights are never read."""
     path = Path(base)
     path = path / "config.json" if path.is_dir() else path
     try:
-        return Shape.from_config(json.loads(path.read_text()))
+        shape = BaseShape.from_config(json.loads(path.read_text()))
     except (OSError, ValueError) as e:
         raise InvalidRequest(f"cannot read base config {path}: {e}", param="base") from None
+    if shape.vocab is None:
+        raise InvalidRequest(f"{path} lacks vocab_size (a Llama-family config.json is needed)", param="base")
+    return shape
 
 
 @dataclass
@@ -112,7 +63,7 @@ class Estimate:
         return self.weights + self.gradients + self.optimizer + self.activations
 
 
-def activations(s: Shape, tokens: int, checkpointing: bool) -> float:
+def activations(s: BaseShape, tokens: int, checkpointing: bool) -> float:
     per_layer = 34 * tokens * s.hidden * (1 + (s.intermediate / (4 * s.hidden) - 1) * 0.5)
     logits = 8 * tokens * s.vocab
     if checkpointing:
@@ -120,7 +71,7 @@ def activations(s: Shape, tokens: int, checkpointing: bool) -> float:
     return per_layer * s.layers + logits
 
 
-def estimate(s: Shape, method: str, *, r: int, targets: list[str], tokens: int, checkpointing: bool,
+def estimate(s: BaseShape, method: str, *, r: int, targets: list[str], tokens: int, checkpointing: bool,
              double_quant: bool = True) -> Estimate:
     act = activations(s, tokens, checkpointing)
     if method == "full":
@@ -150,7 +101,7 @@ def recommend_lora(examples: int) -> tuple[int, str]:
 
 @dataclass
 class Plan:
-    shape: Shape
+    shape: BaseShape
     gpu_mem: int
     estimates: list[Estimate] = field(default_factory=list)
     recommendation: str = ""

@@ -54,7 +54,7 @@ def test_the_base_fingerprint_follows_the_model_not_the_library(tiny_base, base_
 
 
 def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
-    assert base_spec.linear_shapes()["k_proj"] == (256, 128)  # 2 kv heads of 64
+    assert base_spec.shape.linears()["k_proj"] == (256, 128)  # 2 kv heads of 64
     assert base_spec.quantization is None
     config = json.loads((tiny_base / "config.json").read_text())
     quantized = {**config, "quantization_config": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4"}}

@@ -17,6 +17,7 @@ READER = textwrap.dedent("""
     from pathlib import Path
     from loramux.adapters.errors import NotFound
     from loramux.adapters.manifest import content_hash
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.store.local import LocalStore
 
     store, stop = LocalStore(sys.argv[1]), Path(sys.argv[2])
@@ -69,11 +70,11 @@ def test_two_store_objects_on_one_root_agree(tmp_path, adapter_dir, manifest_for
     writer, reader = LocalStore(tmp_path / "store"), LocalStore(tmp_path / "store")
     v1 = writer.put(adapter_dir, manifest_for(adapter_dir))
     writer.set_alias(v1.ref, "prod")
-    assert reader.resolve("acme/support") == v1
+    assert Resolver(reader).resolve("acme/support").manifest == v1
     v2_dir = variant(adapter_dir, tmp_path / "v2", 1)
     v2 = writer.put(v2_dir, manifest_for(v2_dir))
     writer.set_alias(v2.ref, "prod")
-    assert reader.resolve("acme/support") == v2
+    assert Resolver(reader).resolve("acme/support").manifest == v2
 
 
 def test_published_files_are_read_only(tmp_path, adapter_dir, manifest_for):

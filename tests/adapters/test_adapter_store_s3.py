@@ -56,10 +56,10 @@ def test_a_version_deleted_by_another_replica(s3_store, adapter_dir, manifest_fo
     strict = S3Store(s3_store.bucket, tmp_path / "strict", prefix=s3_store.prefix, client=s3_store.client,
                      cache_resolves=False)
     Resolver(other).resolve(manifest.ref).path  # cached there
-    strict.get(manifest.ref)
+    Resolver(strict).resolve(manifest.ref).path
     s3_store.delete(manifest.ref)
     with pytest.raises(NotFound):  # without cached resolves: gone at once
-        strict.get(manifest.ref)
+        Resolver(strict).resolve(manifest.ref).path
     assert Resolver(other).resolve(manifest.ref).path.is_dir()  # the immutable cached copy still serves a pinned version...
     assert other.list() == []  # ...until a list (which asks the bucket) prunes it
     with pytest.raises(NotFound):

@@ -54,7 +54,7 @@ def synth_adapter(out: Path, base: BaseSpec, rank: int, targets: list[str], seed
     tensors = {}
     for layer in range(base.num_hidden_layers):
         for module in targets:
-            fan_in, fan_out = base.linear_shapes()[module]
+            fan_in, fan_out = base.shape.linears()[module]
             group = "self_attn" if module.endswith(("q_proj", "k_proj", "v_proj", "o_proj")) else "mlp"
             key = f"base_model.model.model.layers.{layer}.{group}.{module}"
             tensors[f"{key}.lora_A.weight"] = rng.standard_normal((rank, fan_in), dtype=np.float32).astype(np.float16)
