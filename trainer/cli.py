@@ -192,21 +192,37 @@ def demo_data(
         out.print(f"{name}: {train_path} {eval_path}")
 
 
+def _scores(scores: dict[str, float]) -> str:
+    """`exact_match 1.00 (base 0.00)` from a manifest's eval scores."""
+    return ", ".join(f"{k} {v:.2f} (base {scores[f'base_{k}']:.2f})" for k, v in scores.items()
+                     if f"base_{k}" in scores)
+
+
 @app.command()
 def demo(
     base: Annotated[Path, typer.Option(help="Base model folder (e.g. the tiny base).")],
     registry: StoreOpt = None,
-    work_dir: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path(".demo/trainer"),
+    work_dir: Annotated[Path, typer.Option(help="Where data (data/) and runs (runs/PERSONA) go.")] = Path(".demo/trainer"),
+    base_id: Annotated[str | None, typer.Option(help="Served id of the base; default its folder name.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (1 is fastest on a busy small CPU; 0 = torch default).")] = 1,
     server: Annotated[str | None, typer.Option(help="Running server to load the new versions into.")] = None,
 ) -> None:
-    """Train and publish the demo tenants: demo/pirate (LoRA) and demo/robot (QLoRA)."""
+    """Train and publish the demo tenants, demo/pirate (LoRA) and demo/robot (QLoRA), unless published."""
     from loramux.adapters.settings import StoreSettings
-    from loramux.trainer.demo import train_demo_tenants
+    from loramux.trainer.demo import DemoTenant, train_demo_tenants
 
     store = StoreSettings.of(registry)
-    for mf in train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, console=err):
-        out.print(f"{mf.tenant}/{mf.name}: {mf.short_version} ({mf.method}) {mf.eval_scores}")
+
+    def report(done: DemoTenant) -> None:
+        mf = done.manifest
+        for w in done.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(w)}")
+        verb = "published" if done.trained else "already published"
+        out.print(f"{mf.tenant}/{mf.name}: {verb} {mf.short_version} ({mf.method}; {_scores(mf.eval_scores)}) "
+                  f"in {store.store}", highlight=False)
+
+    train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, base_id=base_id,
+                       console=err, report=report)
 
 
 if __name__ == "__main__":
