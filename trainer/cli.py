@@ -219,7 +219,7 @@ def demo(
             err.print(f"[yellow]warning:[/yellow] {escape(w)}")
         verb = "published" if done.trained else "already published"
         out.print(f"{mf.tenant}/{mf.name}: {verb} {mf.short_version} ({mf.method}; {_scores(mf.eval_scores)}) "
-                  f"in {store.store}", highlight=False)
+                  f"in {store.store}", highlight=False, soft_wrap=True)
 
     train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, base_id=base_id,
                        console=err, report=report)
