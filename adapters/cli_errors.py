@@ -59,9 +59,15 @@ class Typer(typer.Typer):
                             "rich_markup_mode": None, **kwargs})
 
     def command(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
-        register = super().command(*args, **kwargs)
-        return lambda fn: (register(cli_errors(fn)), fn)[1]
+        return _guarded(super().command(*args, **kwargs))
 
     def callback(self, *args: Any, **kwargs: Any) -> Callable[[Callable], Callable]:
-        register = super().callback(*args, **kwargs)
-        return lambda fn: (register(cli_errors(fn)), fn)[1]
+        return _guarded(super().callback(*args, **kwargs))
+
+
+def _guarded(register: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """A typer decorator that registers `cli_errors(fn)` and hands back `fn` itself (callable in tests)."""
+    def decorator(fn: Callable) -> Callable:
+        register(cli_errors(fn))
+        return fn
+    return decorator
