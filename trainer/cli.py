@@ -193,8 +193,8 @@ def demo_data(
 
 
 def _scores(scores: dict[str, float]) -> str:
-    """`exact_match 1.00 (base 0.00)` from a manifest's eval scores."""
-    return ", ".join(f"{k} {v:.2f} (base {scores[f'base_{k}']:.2f})" for k, v in scores.items()
+    """`exact_match 1.00 vs base 0.00` from a manifest's eval scores."""
+    return ", ".join(f"{k} {v:.2f} vs base {scores[f'base_{k}']:.2f}" for k, v in scores.items()
                      if f"base_{k}" in scores)
 
 
@@ -216,9 +216,9 @@ def demo(
     def report(done: DemoTenant) -> None:
         mf = done.manifest
         for w in done.warnings:
-            err.print(f"[yellow]warning:[/yellow] {escape(w)}")
+            err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
         verb = "published" if done.trained else "already published"
-        out.print(f"{mf.tenant}/{mf.name}: {verb} {mf.short_version} ({mf.method}; {_scores(mf.eval_scores)}) "
+        out.print(f"{mf.tenant}/{mf.name}: {verb} {mf.short_version} ({mf.method}, {_scores(mf.eval_scores)}) "
                   f"in {store.store}", highlight=False, soft_wrap=True)
 
     train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, base_id=base_id,

@@ -150,8 +150,8 @@ def test_demo_trains_what_is_missing_and_prints_one_line_per_tenant(tiny_base, d
     assert result.exit_code == 0, result.output
     assert calls == [("robot", "tiny", work / "runs" / "robot")]
     lines = result.stdout.strip().splitlines()
-    assert lines[0] == (f"demo/pirate: already published {pirate.short_version} (lora; exact_match 1.00 "
-                        f"(base 0.00)) in {registry}")
+    assert lines[0] == (f"demo/pirate: already published {pirate.short_version} (lora, exact_match 1.00 "
+                        f"vs base 0.00) in {registry}")
     assert lines[1].startswith("demo/robot: published ") and len(lines) == 2
     assert "training demo/robot (qlora" in result.stderr and "warning: served on a 16-bit base" in result.stderr
     shown = invoke("adapters", "show", "demo/robot", "--registry", registry, "--json")
