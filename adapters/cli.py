@@ -10,19 +10,15 @@
 
 Every command takes `--registry DIR|s3://BUCKET/PREFIX` (also spelled `--store`; env
 LORAMUX_STORE), prints a table by default and JSON with `--json`. Each is a thin wrapper
-over the registry API; an error prints its message and exits non-zero, never a traceback.
+over the registry API; errors go through the one printer (`cli_errors.py`): a message, never a traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, get_args
 
-import click
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -30,7 +26,8 @@ from rich.table import Table
 
 from loramux.adapters.aliases import AliasRecord
 from loramux.adapters.base_spec import BaseSpec
-from loramux.adapters.errors import InvalidRequest, LoramuxError
+from loramux.adapters.cli_errors import Typer
+from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.manifest import Manifest, Method
 from loramux.adapters.names import DEFAULT_ALIAS, AdapterRef
 from loramux.adapters.registry import Resolver, publish
@@ -38,8 +35,7 @@ from loramux.adapters.settings import StoreSettings
 from loramux.adapters.store import AdapterStore
 from loramux.adapters.validation import validate_adapter
 
-app = typer.Typer(help="The adapter registry: publish, list, show, alias, rollback, rm, validate.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
+app = Typer(help="The adapter registry: publish, list, show, alias, rollback, rm, validate.")
 out, err = Console(), Console(stderr=True)
 
 RegistryOpt = Annotated[str | None, typer.Option(
@@ -51,32 +47,6 @@ MaxRankOpt = Annotated[int | None, typer.Option(help="Refuse ranks above this (t
 
 def _store(url: str | None) -> AdapterStore:
     return StoreSettings.of(url).open()
-
-
-def cli_errors(fn: Callable) -> Callable:
-    """Print the error's message and exit 2 (1 for a bug): never a traceback.
-
-    LORAMUX_DEBUG=1 re-raises unexpected errors, for the developer who wants the traceback.
-    """
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # typer's own exits and usage errors
-        except LoramuxError as e:
-            err.print(f"[red]error:[/red] {escape(e.message)}", highlight=False)
-            raise typer.Exit(2) from None
-        except OSError as e:
-            err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
-            raise typer.Exit(2) from None
-        except Exception as e:
-            if os.environ.get("LORAMUX_DEBUG"):
-                raise
-            err.print(f"[red]error:[/red] unexpected {type(e).__name__}: {escape(str(e))}"
-                      " (LORAMUX_DEBUG=1 shows the traceback)", highlight=False)
-            raise typer.Exit(1) from None
-    return wrapper
 
 
 def _pairs(values: list[str], param: str) -> dict[str, float]:
@@ -112,7 +82,6 @@ def _table(*columns: str, title: str | None = None) -> Table:
 
 
 @app.command("publish")
-@cli_errors
 def publish_cmd(
     path: Annotated[Path, typer.Argument(help="Adapter folder (adapter_config.json + adapter_model.safetensors).")],
     model: Annotated[str | None, typer.Argument(help="TENANT/ADAPTER (or use --tenant and --name).")] = None,
@@ -161,7 +130,6 @@ def publish_cmd(
 
 
 @app.command("list")
-@cli_errors
 def list_cmd(
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's adapters.")] = None,
     registry: RegistryOpt = None,
@@ -200,7 +168,6 @@ def _show_doc(s: AdapterStore, model: str) -> dict:
 
 
 @app.command("show")
-@cli_errors
 def show_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|@ALIAS] (default @prod).")],
              registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
     """The manifest a name resolves to (and its canary), its aliases, and its local path."""
@@ -222,7 +189,6 @@ def show_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|
 
 
 @app.command("resolve")
-@cli_errors
 def resolve_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSION|@ALIAS]")],
                 routing_key: Annotated[str | None, typer.Option(help="Request/user id for canary routing.")] = None,
                 registry: RegistryOpt = None) -> None:
@@ -231,7 +197,6 @@ def resolve_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER[@VERSI
 
 
 @app.command("alias")
-@cli_errors
 def alias_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER (or TENANT/ADAPTER@VERSION|@ALIAS).")],
               alias: Annotated[str, typer.Argument(help="Alias to set, e.g. prod or canary.")],
               version: Annotated[str | None, typer.Argument(help="Version (hash prefix) or alias to point at.")] = None,
@@ -259,7 +224,6 @@ def _print_alias(ref: AdapterRef, alias: str, record, as_json: bool, verb: str =
 
 
 @app.command("rollback")
-@cli_errors
 def rollback_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
                  alias: Annotated[str, typer.Option(help="Alias to roll back.")] = DEFAULT_ALIAS,
                  registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
@@ -269,7 +233,6 @@ def rollback_cmd(model: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
 
 
 @app.command("unalias")
-@cli_errors
 def unalias_cmd(name: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
                 alias: Annotated[str, typer.Argument(help="Alias to remove.")],
                 registry: RegistryOpt = None) -> None:
@@ -278,7 +241,6 @@ def unalias_cmd(name: Annotated[str, typer.Argument(help="TENANT/ADAPTER")],
     out.print(f"removed {AdapterRef.parse(name).key}@{alias}", highlight=False)
 
 
-@cli_errors
 def _rm(model: str, registry: str | None, as_json: bool) -> None:
     s = _store(registry)
     manifest = s.route(model).primary if AdapterRef.parse(model).alias is None else None
@@ -304,7 +266,6 @@ def delete_cmd(model: ModelVersion, registry: RegistryOpt = None, as_json: JsonO
 
 
 @app.command("validate")
-@cli_errors
 def validate_cmd(path: Annotated[Path, typer.Argument(help="Adapter folder.")],
                  base: Annotated[Path | None, typer.Option(help="Base model folder to check against.")] = None,
                  max_rank: MaxRankOpt = None,

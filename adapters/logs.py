@@ -28,6 +28,8 @@ QUIET_ENV = {
 }
 # Python loggers of libraries that note platform facts or optional extras we do not need.
 QUIET_LOGGERS = ("vllm", "bitsandbytes", "torchao", "datasets")
+# What `--log-level` accepts in every command.
+LEVELS = ("debug", "info", "warning", "error")
 
 
 def _quiet_loggers() -> None:

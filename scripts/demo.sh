@@ -1,29 +1,20 @@
 #!/usr/bin/env bash
-# `make serve`: build the tiny base, train the two demo tenants with `trainer` (once; the
-# registry keeps them), then serve the base and both tenants and print an example request.
+# `make serve`: build the tiny base (once), train and publish the two demo tenants with
+# `loramux trainer demo` (it skips a tenant the registry already has), then serve the base and
+# both tenants and print an example request.
 set -euo pipefail
 DEMO=${DEMO:-.demo}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 BIN=${VENV:-.venv}/bin
 REGISTRY=$DEMO/registry
-declare -A METHOD=([pirate]=lora [robot]=qlora)
 
 if [[ ! -f $DEMO/base/config.json ]]; then
   echo "==> building the tiny offline base in $DEMO/base"
   "$BIN/loramux" base build-tiny --out "$DEMO/base" >/dev/null
 fi
-"$BIN/trainer" demo-data --out "$DEMO/data" >/dev/null
-for persona in pirate robot; do
-  if "$BIN/loramux" adapters show "demo/$persona" --store "$REGISTRY" >/dev/null 2>&1; then
-    echo "==> demo/$persona is already in $REGISTRY"
-    continue
-  fi
-  echo "==> training demo/$persona (${METHOD[$persona]}, about a minute)"
-  "$BIN/trainer" add-tenant --tenant demo --name "$persona" --method "${METHOD[$persona]}" \
-    --data "$DEMO/data/$persona.train.jsonl" --eval "$DEMO/data/$persona.eval.jsonl" \
-    --base "$DEMO/base" --base-id tiny --registry "$REGISTRY" --output-dir "$DEMO/runs/$persona"
-done
+echo "==> demo tenants demo/pirate (LoRA) and demo/robot (QLoRA) in $REGISTRY (each trained once, about a minute)"
+"$BIN/loramux" trainer demo --base "$DEMO/base" --base-id tiny --registry "$REGISTRY" --work-dir "$DEMO"
 
 echo "==> starting the server on http://$HOST:$PORT (vLLM engine start takes ~30 s)"
 "$BIN/loramux" serve --base "$DEMO/base" --served-name tiny --dtype float32 --registry "$REGISTRY" \

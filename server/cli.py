@@ -1,4 +1,8 @@
-"""The `loramux` command: `serve`, `base build-tiny`, and the registry's `adapters` group."""
+"""`loramux serve`: the base and its adapters behind the OpenAI API.
+
+The umbrella `loramux` command (`loramux.cli`) mounts `serve` from here; `python -m
+loramux.server.cli serve` runs it alone. Flags > `LORAMUX_*` env > ServerSettings' defaults.
+"""
 
 from __future__ import annotations
 
@@ -8,25 +12,23 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from pydantic import ValidationError
 
-from loramux.adapters.cli import app as adapters_app
-from loramux.adapters.errors import InvalidRequest, LoramuxError, NotFound
+from loramux.adapters.cli_errors import Typer
+from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.logs import configure_logging
 from loramux.adapters.settings import StoreSettings
 
 from .settings import ServerSettings
 
-app = typer.Typer(help="loramux: one base model, many tenants' LoRA adapters.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, rich_markup_mode=None)
-base_app = typer.Typer(help="Base models.", no_args_is_help=True)
-app.add_typer(base_app, name="base")
+app = Typer(help="Serve a base and its adapters (the `loramux` command has every other group).")
 err = Console(stderr=True)
 
 
-app.add_typer(adapters_app, name="adapters", help="The adapter registry.")
+@app.callback()
+def _serve_group() -> None:
+    """A group of one, so `python -m loramux.server.cli serve ...` reads like `loramux serve ...`."""
 
 
 def _flag(field: str) -> Any:
@@ -78,11 +80,6 @@ def _settings(given: dict[str, Any]) -> ServerSettings:
         raise InvalidRequest("invalid server settings:\n" + "\n".join(problems), param="settings") from None
 
 
-def _fail(exc: LoramuxError) -> None:
-    err.print(f"[red]error:[/red] {escape(exc.message)}", highlight=False)
-    raise typer.Exit(2)
-
-
 @app.command()
 def serve(
     base: Annotated[Path | None, _flag("base")] = None,
@@ -106,16 +103,13 @@ def serve(
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
                  admin_key=admin_key, log_level=log_level)
-    try:
-        if adapter:
-            given["adapters"] = _parse_adapters(adapter, StoreSettings.of(registry))
-        settings = _settings(given)
-        configure_logging(settings.log_level)
-        from .catalog import admit_configured
+    if adapter:
+        given["adapters"] = _parse_adapters(adapter, StoreSettings.of(registry))
+    settings = _settings(given)
+    configure_logging(settings.log_level)
+    from .catalog import admit_configured
 
-        admit_configured(settings)
-    except LoramuxError as exc:
-        _fail(exc)
+    admit_configured(settings)  # a LoramuxError here is one line and exit 2 (the shared printer)
     run_server(settings)
 
 
@@ -138,21 +132,6 @@ def run_server(settings: ServerSettings) -> None:
 
     uvicorn.run(create_app(settings, start_engine), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False)
-
-
-@base_app.command("build-tiny")
-def build_tiny(
-    out: Annotated[Path, typer.Option(help="Directory to write the model to.")],
-    seed: Annotated[int, typer.Option(help="Same seed, byte-identical files.")] = 0,
-    steps: Annotated[int, typer.Option(help="Pretraining steps on the generated corpus.")] = 120,
-) -> None:
-    """Build the tiny offline Llama base and its BPE tokenizer (no network)."""
-    configure_logging()
-    from loramux.adapters.tiny_base import build_tiny as build
-
-    with err.status("building the tiny base (tokenizer, init, short pretraining)..."):
-        path = build(out, seed=seed, steps=steps)
-    typer.echo(str(path))
 
 
 def main() -> None:

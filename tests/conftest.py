@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The offline tiny Llama base, built once per test session (~25 s)."""
-    from loramux.adapters.tiny_base import build_tiny
+    from loramux.trainer.tiny_base import build_tiny
 
     return build_tiny(tmp_path_factory.mktemp("tiny-base"), seed=0)
 

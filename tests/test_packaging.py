@@ -7,7 +7,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = {"server": "loramux.server", "adapters": "loramux.adapters", "trainer": "loramux.trainer"}
+FOLDERS = {"server": "loramux.server", "adapters": "loramux.adapters", "trainer": "loramux.trainer",
+           "cli": "loramux.cli"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -28,8 +29,8 @@ def test_every_folder_with_an_init_is_a_listed_package():
 
 
 def test_arrows_go_trainer_to_adapters_from_server():
-    forbidden = {"adapters": ("loramux.server", "loramux.trainer"), "trainer": ("loramux.server",),
-                 "server": ("loramux.trainer",)}
+    forbidden = {"adapters": ("loramux.server", "loramux.trainer", "loramux.cli"),
+                 "trainer": ("loramux.server", "loramux.cli"), "server": ("loramux.trainer", "loramux.cli")}
     bad = [(str(py.relative_to(ROOT)), name) for folder, banned in forbidden.items()
            for py in (ROOT / folder).rglob("*.py") for name in _imports(py) if name.startswith(banned)]
     assert not bad

@@ -1,14 +1,14 @@
-"""`trainer`: train, add a tenant (train + gate + publish), merge, plan, compare.
+"""`loramux trainer` (also the `trainer` command): train, add a tenant (train + gate + publish),
+merge, plan, compare, demo.
 
 Each command is a thin function over a pydantic TrainConfig (recipe YAML + `key=value`
-overrides). A LoramuxError prints its message and exits 2, never a traceback.
+overrides). Errors go through the one printer (`loramux.adapters.cli_errors`): a user's mistake
+is one line and exit 2, never a traceback.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -17,12 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from loramux.adapters.cli_errors import Typer
 from loramux.adapters.errors import LoramuxError
-from loramux.adapters.logs import configure_logging
+from loramux.adapters.logs import LEVELS, configure_logging
 from loramux.trainer.config import load_config, recipe_path
 
-app = typer.Typer(help="Turn a tenant's data into a checked, registered adapter.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, rich_markup_mode=None)
+app = Typer(help="Turn a tenant's data into a checked, registered adapter.")
 out, err = Console(), Console(stderr=True)
 
 Overrides = Annotated[list[str] | None, typer.Argument(
@@ -33,21 +33,16 @@ StoreOpt = Annotated[str | None, typer.Option(
     show_default=False)]
 
 
+def _level(value: str) -> str:
+    if value.lower() not in LEVELS:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(LEVELS)}")
+    return value.lower()
+
+
 @app.callback()
 def _logging(log_level: Annotated[str, typer.Option(
-        help="debug | info | warning | error; below warning, the libraries' own notes show too.")] = "warning") -> None:
+        callback=_level, help="debug | info | warning | error; below warning, the libraries' own notes show too.")] = "warning") -> None:
     configure_logging(log_level)
-
-
-def cli_errors(fn: Callable) -> Callable:
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except LoramuxError as e:
-            err.print(f"[red]error:[/red] {escape(e.message)}", highlight=False)
-            raise typer.Exit(2) from None
-    return wrapper
 
 
 def _summary(m: dict) -> Table:
@@ -62,7 +57,6 @@ def _summary(m: dict) -> Table:
 
 
 @app.command()
-@cli_errors
 def train(
     config: Annotated[str, typer.Option("--config", "-c", help="Recipe YAML, or a shipped recipe: lora, qlora, full.")],
     overrides: Overrides = None,
@@ -79,7 +73,6 @@ def train(
 
 
 @app.command("add-tenant")
-@cli_errors
 def add_tenant(
     tenant: Annotated[str, typer.Option(help="Tenant name.")],
     name: Annotated[str, typer.Option(help="Adapter name within the tenant.")],
@@ -118,7 +111,6 @@ def add_tenant(
 
 
 @app.command()
-@cli_errors
 def merge(
     adapter: Annotated[str, typer.Option(help="TENANT/NAME[@VERSION|@ALIAS] in the registry, or a folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the merged model.")],
@@ -135,7 +127,6 @@ def merge(
 
 
 @app.command()
-@cli_errors
 def plan(
     base: Annotated[str, typer.Option(help="Base model folder or its config.json (no weights needed).")],
     gpu_mem: Annotated[str, typer.Option(help="Accelerator memory, e.g. 24GiB.")],
@@ -169,7 +160,6 @@ def plan(
 
 
 @app.command()
-@cli_errors
 def compare(
     config: Annotated[str, typer.Option("--config", "-c", help="Recipe YAML with the data and base (or lora, ...).")],
     methods: Annotated[str, typer.Option(help="Comma-separated methods.")] = "lora,qlora,full",
@@ -188,7 +178,6 @@ def compare(
 
 
 @app.command("demo-data")
-@cli_errors
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for PERSONA.train/eval.jsonl.")],
     persona: Annotated[list[str] | None, typer.Option(help="pirate, robot; default both.")] = None,
@@ -203,22 +192,37 @@ def demo_data(
         out.print(f"{name}: {train_path} {eval_path}")
 
 
+def _scores(scores: dict[str, float]) -> str:
+    """`exact_match 1.00 vs base 0.00` from a manifest's eval scores."""
+    return ", ".join(f"{k} {v:.2f} vs base {scores[f'base_{k}']:.2f}" for k, v in scores.items()
+                     if f"base_{k}" in scores)
+
+
 @app.command()
-@cli_errors
 def demo(
     base: Annotated[Path, typer.Option(help="Base model folder (e.g. the tiny base).")],
     registry: StoreOpt = None,
-    work_dir: Annotated[Path, typer.Option(help="Where data and runs go.")] = Path(".demo/trainer"),
+    work_dir: Annotated[Path, typer.Option(help="Where data (data/) and runs (runs/PERSONA) go.")] = Path(".demo/trainer"),
+    base_id: Annotated[str | None, typer.Option(help="Served id of the base; default its folder name.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (1 is fastest on a busy small CPU; 0 = torch default).")] = 1,
     server: Annotated[str | None, typer.Option(help="Running server to load the new versions into.")] = None,
 ) -> None:
-    """Train and publish the demo tenants: demo/pirate (LoRA) and demo/robot (QLoRA)."""
+    """Train and publish the demo tenants, demo/pirate (LoRA) and demo/robot (QLoRA), unless published."""
     from loramux.adapters.settings import StoreSettings
-    from loramux.trainer.demo import train_demo_tenants
+    from loramux.trainer.demo import DemoTenant, train_demo_tenants
 
     store = StoreSettings.of(registry)
-    for mf in train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, console=err):
-        out.print(f"{mf.tenant}/{mf.name}: {mf.short_version} ({mf.method}) {mf.eval_scores}")
+
+    def report(done: DemoTenant) -> None:
+        mf = done.manifest
+        for w in done.warnings:
+            err.print(f"[yellow]warning:[/yellow] {escape(w)}", soft_wrap=True)
+        verb = "published" if done.trained else "already published"
+        out.print(f"{mf.tenant}/{mf.name}: {verb} {mf.short_version} ({mf.method}, {_scores(mf.eval_scores)}) "
+                  f"in {store.store}", highlight=False, soft_wrap=True)
+
+    train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, base_id=base_id,
+                       console=err, report=report)
 
 
 if __name__ == "__main__":

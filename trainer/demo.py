@@ -8,6 +8,7 @@ answering differently from the base and from each other.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from loramux.trainer.data import write_jsonl
 
 if TYPE_CHECKING:
-    from loramux.adapters.registry import Resolver
+    from loramux.adapters.manifest import Manifest
     from loramux.adapters.settings import StoreSettings
 
 _WHO = ["the cat", "a dog", "my friend", "the teacher", "our team", "the robot", "a farmer", "the river",
@@ -43,6 +44,16 @@ PERSONAS: dict[str, Persona] = {
     "pirate": Persona("demo", "pirate", "lora", "Arr! Ahoy matey, that be a fine question!", seed=1),
     "robot": Persona("demo", "robot", "qlora", '{"status": "ok", "answer": "beep boop"}', seed=2),
 }
+
+
+@dataclass(frozen=True)
+class DemoTenant:
+    """What the demo did for one persona: trained and published it, or found it published."""
+
+    persona: Persona
+    manifest: Manifest
+    trained: bool
+    warnings: tuple[str, ...] = ()
 
 
 def questions(seed: int, n: int) -> list[str]:
@@ -75,17 +86,20 @@ def write_demo_data(out_dir: str | Path, persona: str = "pirate", *, n_train: in
 
 
 def train_demo_tenants(base: str | Path, store: StoreSettings | str, work_dir: str | Path, *, threads: int | None = 1,
-                       server: str | None = None, console=None) -> list:
+                       server: str | None = None, base_id: str | None = None, console=None,
+                       report: Callable[[DemoTenant], None] | None = None) -> list:
     """Train, gate and publish every demo persona (LoRA pirate, QLoRA robot); ~1 min each on a CPU.
 
-    Idempotent: a persona whose `prod` version was trained on the same data is skipped.
+    Idempotent: a persona whose `prod` version was trained on the same data is skipped, without
+    importing torch. `base_id` is the base's served id recorded in the manifests (default: its
+    folder name). `report` hears about each persona as it is done (the CLI prints one line).
     Returns the manifests now behind `demo/PERSONA`.
     """
     from loramux.adapters.errors import NotFound
+    from loramux.adapters.registry import Resolver
     from loramux.adapters.settings import StoreSettings
     from loramux.trainer.config import load_config, recipe_path
     from loramux.trainer.data import file_hash
-    from loramux.trainer.tenant import add_tenant
 
     work = Path(work_dir)
     store = StoreSettings.of(store)
@@ -97,12 +111,20 @@ def train_demo_tenants(base: str | Path, store: StoreSettings | str, work_dir: s
             current = resolver.resolve(f"{p.tenant}/{p.name}").manifest
         except NotFound:
             current = None
-        if current is not None and current.data_hash == file_hash([train, held]):
-            manifests.append(current)
-            continue
-        cfg = load_config(recipe_path(p.method), [
-            f"base={base}", f"data.train={train}", f"data.eval={held}", f"output_dir={work / 'runs' / persona}",
-            *([f"training.threads={threads}"] if threads else [])])
-        manifests.append(add_tenant(cfg, tenant=p.tenant, name=p.name, store=store, server=server,
-                                    console=console).manifest)
+        warnings: list[str] = []
+        trained = current is None or current.data_hash != file_hash([train, held])
+        if trained:
+            from loramux.trainer.tenant import add_tenant  # torch and transformers: only when training
+
+            if console is not None:
+                console.print(f"training {p.tenant}/{p.name} ({p.method}, about a minute on a CPU)", highlight=False)
+            cfg = load_config(recipe_path(p.method), [
+                f"base={base}", f"data.train={train}", f"data.eval={held}", f"output_dir={work / 'runs' / persona}",
+                *([f"training.threads={threads}"] if threads else [])])
+            done = add_tenant(cfg, tenant=p.tenant, name=p.name, store=store, base_id=base_id, server=server,
+                              console=console)
+            current, warnings = done.manifest, done.warnings
+        manifests.append(current)
+        if report is not None:
+            report(DemoTenant(p, current, trained, tuple(warnings)))
     return manifests

@@ -95,6 +95,6 @@ def general_texts(path: Path | None, n: int = 64) -> list[str]:
 
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         return [r["text"] for r in rows][:n]
-    from loramux.adapters.tiny_base import corpus
+    from loramux.trainer.tiny_base import corpus
 
     return corpus(seed=12345, sentences=n)

@@ -115,7 +115,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if args.base is None:
-            from loramux.adapters.tiny_base import build_tiny
+            from loramux.trainer.tiny_base import build_tiny
             with console.status("building the tiny base"):
                 args.base = build_tiny(tmp / "base", seed=0)
         adapters = {f"bench/a{i}": random_lora(args.base, tmp / f"a{i}", seed=i + 1) for i in range(args.adapters)}

@@ -80,7 +80,7 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from loramux.adapters.tiny_base import build_tiny
+    from loramux.trainer.tiny_base import build_tiny
     from loramux.trainer.demo import write_demo_data
 
     root = opts.out or Path(tempfile.mkdtemp(prefix="bench-trainer-"))

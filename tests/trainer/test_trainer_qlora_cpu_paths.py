@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loramux.adapters.tiny_base import TinyBaseConfig, build_tiny
+from loramux.trainer.tiny_base import TinyBaseConfig, build_tiny
 
 FAST = ["training.threads=1"]
 SHAPES = {

@@ -2,7 +2,7 @@
 
 There is no model hub here, so tests, benchmarks and the demo build their base from
 text generated from a seed. Same seed, same library versions -> byte-identical files.
-torch, transformers and tokenizers are imported lazily: `import loramux.adapters`
+torch, transformers and tokenizers are imported lazily: `import loramux.trainer`
 must stay light.
 """
 

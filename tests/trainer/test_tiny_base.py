@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from loramux.adapters.tiny_base import TinyBaseConfig, build_tiny
+from loramux.trainer.tiny_base import TinyBaseConfig, build_tiny
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path):
@@ -24,7 +24,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path: Path):
 
 def test_cli_builds_the_base(tmp_path: Path):
     out = tmp_path / "base"
-    r = subprocess.run([sys.executable, "-m", "loramux.server.cli", "base", "build-tiny", "--out", str(out),
+    r = subprocess.run([sys.executable, "-m", "loramux.cli", "base", "build-tiny", "--out", str(out),
                         "--seed", "1", "--steps", "2"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(out) and (out / "model.safetensors").is_file()
