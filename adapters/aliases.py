@@ -76,7 +76,9 @@ class AliasRecord(AliasState):
             raise InvalidRequest(f"corrupt alias record: {e.errors()[0]['msg']}", param="alias") from None
 
     def moved_to(self, state: AliasState) -> AliasRecord:
-        """This record after pointing at `state` (the current state goes to history)."""
+        """This record after pointing at `state` (the current state goes to history; the same state is no move)."""
+        if state == self.state:
+            return self
         history = [*self.history, self.state][-MAX_HISTORY:]
         return AliasRecord(**state.model_dump(), history=history)
 

@@ -27,7 +27,7 @@ from rich.table import Table
 from loramux.adapters.aliases import AliasRecord
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.cli_errors import Typer
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest, Method
 from loramux.adapters.names import DEFAULT_ALIAS, AdapterRef
 from loramux.adapters.registry import Resolver, publish
@@ -157,7 +157,16 @@ def list_cmd(
 
 
 def _show_doc(s: AdapterStore, model: str) -> dict:
-    route = s.route(model)
+    try:
+        route = s.route(model)
+    except NotFound:
+        ref = AdapterRef.parse(model)
+        versions = sorted((m for m in s.list(ref.tenant) if m.name == ref.name), key=lambda m: m.created_at)
+        if not versions or ref.alias is None:
+            raise
+        listed = ", ".join(f"{m.short_version} ({m.created_at:%Y-%m-%d %H:%M})" for m in versions)
+        raise NotFound(f"`{ref.key}` has no alias `{ref.alias}`; its versions: {listed}. Point it at one: "
+                       f"loramux adapters alias {ref.key} {ref.alias} VERSION", param="model") from None
     records = s.alias_records(model)
     doc = {**route.primary.model_dump(mode="json"), "path": str(s.fetch(route.primary)),
            "aliases": {a: r.version for a, r in records.items()},

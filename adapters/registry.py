@@ -19,7 +19,7 @@ from pathlib import Path
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest, Method, Quantization
-from loramux.adapters.names import AdapterRef
+from loramux.adapters.names import DEFAULT_ALIAS, AdapterRef
 from loramux.adapters.store.base import AdapterStore, Route, not_found
 from loramux.adapters.validation import Problem, validate_adapter
 
@@ -87,6 +87,10 @@ class Resolver:
             self._cache[ref] = (now + self.ttl_s, route)
         return Resolved(manifest=manifest, path=path)
 
+    def forget(self) -> None:
+        """Drop every cached answer: the next resolution reads the store."""
+        self._cache.clear()
+
     def check_path(self, path: str | Path, param: str = "lora_path") -> Path:
         """Admin-supplied adapter path (vLLM's load_lora_adapter): must lie inside the store."""
         real = within(self.root, path)
@@ -109,6 +113,9 @@ def publish(store: AdapterStore, adapter_dir: str | Path, *, tenant: str, name: 
             max_rank: int | None = None, quantization: Quantization | dict | None = None) -> Published:
     """Validate, then publish atomically, then point `aliases` (e.g. `("prod",)`) at the version.
 
+    An adapter's first version becomes its `prod` when no alias is asked for, so a bare
+    `TENANT/NAME` serves it.
+
     `quantization`: for method "qlora", the 4-bit settings it trained under (recorded in
     the manifest). Raises AdapterInvalid listing every problem; warnings come back.
     """
@@ -116,6 +123,8 @@ def publish(store: AdapterStore, adapter_dir: str | Path, *, tenant: str, name: 
     manifest = Manifest.create(adapter_dir, tenant=tenant, name=name, base=base, method=method,
                                data_hash=data_hash, eval_scores=eval_scores, quantization=quantization)
     stored = store.put(adapter_dir, manifest)
+    if not aliases and not store.aliases(stored.ref):
+        aliases = (DEFAULT_ALIAS,)
     for alias in aliases:
         store.set_alias(stored.ref, alias)
     return Published(manifest=stored, warnings=report.warnings)

@@ -7,6 +7,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from loramux.adapters.registry import Resolver
+from loramux.adapters.settings import StoreSettings
+
 from .catalog import AdapterCatalog
 from .engine.protocol import Engine
 from .errors import install_error_handlers
@@ -19,6 +22,13 @@ from .settings import ServerSettings
 EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
 
 
+def _resolver(settings: ServerSettings) -> Resolver | None:
+    """The registry served on demand, when one is configured."""
+    if settings.registry is None:
+        return None
+    return Resolver(StoreSettings.of(settings.registry).open(), ttl_s=settings.refresh_s)
+
+
 def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
     """The engine starts in the lifespan, inside the server's event loop, and is shut down
     with it; adapters named in `settings` are admitted and loaded before the first request."""
@@ -27,7 +37,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     async def lifespan(app: FastAPI):
         engine = await engine_factory(settings)
         try:
-            catalog = AdapterCatalog(engine, settings)
+            catalog = AdapterCatalog(engine, settings, _resolver(settings))
             for name, path in settings.adapters.items():
                 await catalog.load(name, path)
             app.state.engine, app.state.catalog = engine, catalog

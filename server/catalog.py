@@ -13,14 +13,15 @@ import asyncio
 import functools
 import itertools
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
-from loramux.adapters.manifest import MANIFEST_FILE, Manifest
+from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
 from loramux.adapters.names import AdapterRef
 from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
+from loramux.adapters.registry import Resolved, Resolver
 from loramux.adapters.store.base import not_found
 from loramux.adapters.validation import validate_adapter
 
@@ -77,20 +78,62 @@ def admit_configured(settings: ServerSettings) -> None:
 
 # -- the catalog ----------------------------------------------------------------------------
 class AdapterCatalog:
-    def __init__(self, engine: Engine, settings: ServerSettings) -> None:
+    """Served names -> handles, from two sources: adapters named at start (or loaded through the
+    admin API) and, with a registry, every adapter published for this base, loaded on first use.
+
+    A request *acquires* the handle it will run and *releases* it when its response is done;
+    a registry version that is no longer what its name resolves to leaves the engine once no
+    request holds it.
+    """
+
+    def __init__(self, engine: Engine, settings: ServerSettings, resolver: Resolver | None = None) -> None:
         self.engine = engine
         self.settings = settings
-        self._served: dict[str, AdapterHandle] = {}
+        self.resolver = resolver
+        self._served: dict[str, AdapterHandle] = {}  # named at start or by the admin API
+        self._versions: dict[str, AdapterHandle] = {}  # registry version hash -> loaded handle
+        self._current: dict[str, str] = {}  # requested name -> the version it resolved to last
+        self._holds: Counter[int] = Counter()
+        self._retired: dict[int, AdapterHandle] = {}  # superseded, unloaded when no longer held
         self._ids = itertools.count(1)  # never reused: an id always means one version
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._loading: dict[tuple[str, Path], asyncio.Task[AdapterHandle]] = {}
+        self._loading: dict[tuple[str, ...], asyncio.Task[AdapterHandle]] = {}
 
     @property
     def base_name(self) -> str:
         return self.engine.base_name
 
+    # -- requests ---------------------------------------------------------------------------
+    async def acquire(self, model: str, routing_key: str | None = None) -> AdapterHandle | None:
+        """The handle a request for `model` runs with (None for the base), held until `release`.
+
+        Unknown names are a 404 that never says whether they exist elsewhere; a registry
+        version that fails validation is a 400 naming the adapter.
+        """
+        if model == self.engine.base_name:
+            return None
+        handle = self._served.get(model)
+        if handle is None:
+            if self.resolver is None:
+                raise not_found(model)
+            resolved = await asyncio.to_thread(self.resolver.resolve, model, routing_key=routing_key)
+            handle = self._versions.get(resolved.version) or await self._single_flight(
+                ("version", resolved.version), lambda: self._load_version(resolved))
+            self._moved(model, handle)
+        self._holds[handle.id] += 1
+        return handle
+
+    async def release(self, handle: AdapterHandle | None) -> None:
+        if handle is None:
+            return
+        self._holds[handle.id] -= 1
+        if self._holds[handle.id] <= 0:
+            del self._holds[handle.id]
+            if (retired := self._retired.pop(handle.id, None)) is not None:
+                await self.engine.unload(retired)
+
     def resolve(self, model: str) -> AdapterHandle | None:
-        """The handle a request for `model` runs with; None for the base. Unknown names: 404."""
+        """A loaded handle by served name, without loading or holding it (tests, admin)."""
         if model == self.engine.base_name:
             return None
         if (handle := self._served.get(model)) is None:
@@ -100,32 +143,87 @@ class AdapterCatalog:
     def served(self) -> list[AdapterHandle]:
         return sorted(self._served.values(), key=lambda h: h.name)
 
+    async def servable(self) -> list[str]:
+        """Every name a client may ask for: the named adapters and the registry's, for this base."""
+        names = set(self._served)
+        if self.resolver is not None:
+            names |= await asyncio.to_thread(_registry_names, self.resolver, _base_spec(self.settings.base.resolve()))
+        return sorted(names)
+
+    # -- loading ----------------------------------------------------------------------------
+    async def _single_flight(self, key: tuple[str, ...], load) -> AdapterHandle:
+        task = self._loading.get(key)
+        if task is None:
+            task = self._loading[key] = asyncio.create_task(load())
+            task.add_done_callback(lambda _: self._loading.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _load_version(self, resolved: Resolved) -> AdapterHandle:
+        m = resolved.manifest
+        await asyncio.to_thread(admit, f"{m.tenant}/{m.name}", resolved.path, self.settings)
+        handle = AdapterHandle(m.served_name, next(self._ids), resolved.path, m.version)
+        await self.engine.load(handle)
+        self._versions[m.version] = handle
+        return handle
+
+    def _moved(self, model: str, handle: AdapterHandle) -> None:
+        """Remember what `model` serves now; retire the version it served before if nothing else does."""
+        before = self._current.get(model)
+        self._current[model] = handle.version
+        if before is None or before == handle.version or before in self._current.values():
+            return
+        if (old := self._versions.pop(before, None)) is None:
+            return
+        if self._holds.get(old.id):
+            self._retired[old.id] = old
+        else:
+            asyncio.get_running_loop().create_task(self.engine.unload(old))
+
     async def load(self, name: str, path: Path) -> AdapterHandle:
         """Admit and load `path` as `name`; a served name moves to the new version once it is loaded.
 
         Concurrent loads of the same (name, folder) share one load; loads of one name run one
         at a time. The checks and the engine's load run off the event loop's critical path.
         """
-        key = (name, Path(path).resolve())
-        task = self._loading.get(key)
-        if task is None:
-            task = self._loading[key] = asyncio.create_task(self._load(name, Path(path)))
-            task.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(task)
+        return await self._single_flight(("path", name, str(Path(path).resolve())), lambda: self._load(name, Path(path)))
 
     async def _load(self, name: str, path: Path) -> AdapterHandle:
         async with self._locks[name]:
             await asyncio.to_thread(admit, name, path, self.settings)  # reads and hashes files
-            handle = AdapterHandle(name, next(self._ids), path)
+            version = await asyncio.to_thread(content_hash, path)
+            handle = AdapterHandle(name, next(self._ids), path, version)
             await self.engine.load(handle)
             previous, self._served[name] = self._served.get(name), handle
         if previous is not None:
-            await self.engine.unload(previous)  # requests holding it still finish on it
+            await self._retire(previous)  # requests holding it still finish on it
         return handle
+
+    async def _retire(self, handle: AdapterHandle) -> None:
+        if self._holds.get(handle.id):
+            self._retired[handle.id] = handle
+        else:
+            await self.engine.unload(handle)
 
     async def unload(self, name: str) -> None:
         async with self._locks[name]:
             handle = self._served.pop(name, None)
         if handle is None:
             raise NotFound(not_found(name).message, param="lora_name")
-        await self.engine.unload(handle)
+        await self._retire(handle)
+
+    def refresh(self) -> None:
+        """Forget cached alias answers: the next request reads the registry (admin, after a move)."""
+        if self.resolver is not None:
+            self.resolver.forget()
+
+
+def _registry_names(resolver: Resolver, base: BaseSpec) -> set[str]:
+    """`T/N` of every registry adapter whose `prod` version was trained on `base`."""
+    names = set()
+    for key in {f"{m.tenant}/{m.name}" for m in resolver.store.list() if base.matches(m.base_fingerprint)}:
+        try:
+            if base.matches(resolver.store.route(key).primary.base_fingerprint):
+                names.add(key)
+        except NotFound:  # versions, but no `prod` yet
+            continue
+    return names

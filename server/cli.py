@@ -65,7 +65,7 @@ def _parse_adapters(values: list[str], store: StoreSettings) -> dict[str, Path]:
             try:
                 out[name] = resolver.resolve(name).path
             except NotFound:
-                raise NotFound(f"--adapter {name}: not in the registry {store.store} (--registry or "
+                raise NotFound(f"--adapter {name}: not in the registry {store.store} (--registry, else "
                                "LORAMUX_STORE); publish it there, or give TENANT/NAME=PATH", param="adapter") from None
     return out
 
@@ -84,10 +84,10 @@ def _settings(given: dict[str, Any]) -> ServerSettings:
 def serve(
     base: Annotated[Path | None, _flag("base")] = None,
     adapter: Annotated[list[str] | None, typer.Option(
-        help="TENANT/ADAPTER=PATH, or TENANT/ADAPTER[@VERSION|@ALIAS] from --registry; repeatable.")] = None,
-    registry: Annotated[str | None, typer.Option(
-        help="Adapter registry for bare adapter names: a folder or s3://BUCKET/PREFIX. [env: LORAMUX_STORE]",
-        show_default=False)] = None,
+        help="TENANT/ADAPTER=PATH, or TENANT/ADAPTER[@VERSION|@ALIAS] from the registry (checked at start); "
+             "repeatable.")] = None,
+    registry: Annotated[str | None, _flag("registry")] = None,
+    refresh_s: Annotated[float | None, _flag("refresh_s")] = None,
     served_name: Annotated[str | None, _flag("served_name")] = None,
     max_loras: Annotated[int | None, _flag("max_loras")] = None,
     max_lora_rank: Annotated[int | None, _flag("max_lora_rank")] = None,
@@ -102,15 +102,18 @@ def serve(
     """Serve the base and adapters through vLLM behind the OpenAI API."""
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
-                 admin_key=admin_key, log_level=log_level)
-    if adapter:
-        given["adapters"] = _parse_adapters(adapter, StoreSettings.of(registry))
+                 admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s)
     settings = _settings(given)
     configure_logging(settings.log_level)
+    # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
+    adapters = _parse_adapters(adapter or [], StoreSettings.of(settings.registry))
     from .catalog import admit_configured
 
-    admit_configured(settings)  # a LoramuxError here is one line and exit 2 (the shared printer)
-    run_server(settings)
+    # every problem at once, before the engine starts; a LoramuxError is one line and exit 2
+    admit_configured(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))
+    if settings.registry is not None:  # registry names are served on demand and follow their aliases
+        adapters = {n: p for n, p in adapters.items() if any(v.startswith(f"{n}=") for v in adapter or [])}
+    run_server(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))
 
 
 def run_server(settings: ServerSettings) -> None:
@@ -126,8 +129,9 @@ def run_server(settings: ServerSettings) -> None:
             base=s.base, served_name=s.base_name, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
             progress_bars=s.log_level in ("debug", "info")))
-        err.print(f"engine ready in {time.perf_counter() - started:.1f}s; serving {s.base_name} and "
-                  f"{len(s.adapters)} adapter(s) on http://{s.host}:{s.port}/v1", highlight=False)
+        served = f"{len(s.adapters)} adapter(s)" + (f" and the registry {s.registry}" if s.registry else "")
+        err.print(f"engine ready in {time.perf_counter() - started:.1f}s; serving {s.base_name}, {served} "
+                  f"on http://{s.host}:{s.port}/v1", highlight=False)
         return engine
 
     uvicorn.run(create_app(settings, start_engine), host=settings.host, port=settings.port,

@@ -9,6 +9,7 @@ the response has been sent the middleware closes it into one `Outcome` that feed
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -30,22 +31,27 @@ class Outcome:
     completion_tokens: int = 0
     ttft: float | None = None  # streamed responses only
     generated: bool = False  # a generation ran to its end (tokens and latency count)
+    error: str | None = None  # the error's `code` when it failed on purpose (invalid_adapter, ...)
 
 
 @dataclass
 class RequestContext:
     request_id: str
     endpoint: str | None  # None: not an endpoint we account for
+    routing_key: str | None = None  # x-loramux-routing-key: which side of a canary split
     started: float = field(default_factory=time.perf_counter)
     model: str | None = None
     adapter: AdapterHandle | None = None
+    release: Callable[[], Awaitable[None]] | None = None  # gives the adapter back when the response is done
+    error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft: float | None = None
     generated: bool = False
 
-    def resolved(self, model: str, adapter: AdapterHandle | None) -> None:
-        self.model, self.adapter = model, adapter
+    def resolved(self, model: str, adapter: AdapterHandle | None,
+                 release: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.model, self.adapter, self.release = model, adapter, release
 
     def finished(self, prompt_tokens: int, completion_tokens: int) -> None:
         self.prompt_tokens, self.completion_tokens, self.generated = prompt_tokens, completion_tokens, True
@@ -54,10 +60,14 @@ class RequestContext:
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.started
 
-    def outcome(self, status: int) -> Outcome:
+    async def close(self, status: int) -> Outcome:
+        """The response is done: give the adapter back and say how it went."""
+        if self.release is not None:
+            release, self.release = self.release, None
+            await release()
         return Outcome(self.request_id, self.endpoint or "-", self.model or "-", status,
                        time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
-                       self.ttft, self.generated)
+                       self.ttft, self.generated, self.error)
 
 
 def request_context(request: Request) -> RequestContext:

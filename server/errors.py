@@ -28,6 +28,7 @@ def _param(loc: tuple) -> str | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(LoramuxError)
     async def _typed(request: Request, exc: LoramuxError) -> JSONResponse:
+        request_context(request).error = exc.code or exc.type
         if exc.status_code >= 500:
             log.error("request failed", extra={"request_id": request_context(request).request_id,
                                                "error": exc.message})

@@ -32,6 +32,9 @@ class Metrics:
                                          labels, registry=self.registry)
         self.latency = Histogram("loramux_request_duration_seconds", "End-to-end request latency.",
                                  labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.errors = Counter("loramux_request_errors", "Requests refused or failed, by error code "
+                              "(invalid_adapter: an adapter that could not be loaded).", ["endpoint", "code"],
+                              registry=self.registry)
         self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first streamed token.",
                               labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
 
@@ -39,6 +42,8 @@ class Metrics:
         """One request's outcome: always counted by status; tokens and latency once it generated."""
         lv = (outcome.model, tenant_of(outcome.model), outcome.endpoint)
         self.requests.labels(*lv, str(outcome.status)).inc()
+        if outcome.error is not None:
+            self.errors.labels(outcome.endpoint, outcome.error).inc()
         if not outcome.generated:
             return
         self.prompt_tokens.labels(*lv).inc(outcome.prompt_tokens)

@@ -16,6 +16,7 @@ from .openai_protocol import error_body
 
 log = logging.getLogger("loramux.server")
 COUNTED = {"/v1/completions": "completions", "/v1/chat/completions": "chat"}
+ROUTING_KEY = b"x-loramux-routing-key"
 _INTERNAL = json.dumps(error_body("Internal server error; see the server log for this request id.",
                                   "internal_error", None, None)).encode()
 
@@ -28,8 +29,10 @@ class ContextMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
-        ctx = scope[SCOPE_KEY] = RequestContext(rid or uuid.uuid4().hex, COUNTED.get(scope["path"]))
+        headers = dict(scope["headers"])
+        rid = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
+        key = headers.get(ROUTING_KEY, b"").decode("latin-1") or None
+        ctx = scope[SCOPE_KEY] = RequestContext(rid, COUNTED.get(scope["path"]), routing_key=key)
         status, started = 500, False
 
         async def send_with_id(message):
@@ -48,5 +51,6 @@ class ContextMiddleware:
                                     "headers": [(b"content-type", b"application/json")]})
                 await send({"type": "http.response.body", "body": _INTERNAL})
         finally:
+            outcome = await ctx.close(status)
             if ctx.endpoint:
-                self.metrics.record(ctx.outcome(status))
+                self.metrics.record(outcome)

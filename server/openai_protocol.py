@@ -118,7 +118,7 @@ class ModelList(BaseModel):
 
 class LoadAdapterRequest(BaseModel):
     lora_name: str
-    lora_path: str
+    lora_path: str | None = None  # None: a registry name, read afresh (after an alias move)
 
 
 class UnloadAdapterRequest(BaseModel):

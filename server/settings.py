@@ -21,6 +21,10 @@ class ServerSettings(BaseSettings):
     """Name clients use for the base; defaults to the base directory's name."""
     adapters: dict[str, Path] = Field(default_factory=dict)
     """Served adapter name (TENANT/ADAPTER) -> local PEFT adapter directory."""
+    registry: str | None = None
+    """Adapter registry (a folder or s3://BUCKET/PREFIX) served on demand: every adapter published for this base."""
+    refresh_s: float = Field(5.0, ge=0.0)
+    """How long an alias's answer is reused before the registry is read again (0: every request)."""
     max_loras: int = Field(4, gt=0)
     """Adapters that can run in one batch (vLLM GPU/CPU slots)."""
     max_lora_rank: int = Field(16, gt=0)

@@ -51,6 +51,7 @@ class AdapterHandle:
     name: str
     id: int
     path: Path
+    version: str = ""  # sha256 of the adapter files: what `x-loramux-adapter-version` reports
 
     @property
     def engine_name(self) -> str:

@@ -13,7 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from loramux.adapters.errors import LoramuxError
+from loramux.adapters.errors import InvalidRequest, LoramuxError
 
 from ..openai_protocol import LoadAdapterRequest, UnloadAdapterRequest
 from .deps import Catalog
@@ -42,8 +42,15 @@ Admin = Annotated[None, Depends(require_admin)]
 
 @router.post("/v1/load_lora_adapter")
 async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
-    await catalog.load(body.lora_name, Path(body.lora_path))
-    return JSONResponse({"status": "loaded", "lora_name": body.lora_name})
+    if body.lora_path is not None:
+        handle = await catalog.load(body.lora_name, Path(body.lora_path))
+    else:  # a registry name: forget cached alias answers, load what it names now
+        catalog.refresh()
+        handle = await catalog.acquire(body.lora_name)
+        await catalog.release(handle)
+        if handle is None:
+            raise InvalidRequest(f"`{body.lora_name}` is the base model; name an adapter", param="lora_name")
+    return JSONResponse({"status": "loaded", "lora_name": body.lora_name, "version": handle.version[:12]})
 
 
 @router.post("/v1/unload_lora_adapter")

@@ -16,6 +16,7 @@ from ..responses import DONE
 from .deps import Catalog, Service
 
 router = APIRouter()
+VERSION_HEADER = "x-loramux-adapter-version"  # the first 12 hex digits of the version that answered
 
 
 async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -28,12 +29,15 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 
 
 async def _answer(req: SamplingFields, ctx: RequestContext, catalog: AdapterCatalog, service: GenerationService):
-    ctx.resolved(req.model, catalog.resolve(req.model))  # 404 first; unknown names never become labels
+    # 404 first; unknown names never become labels. The handle is held until the response is done.
+    handle = await catalog.acquire(req.model, ctx.routing_key or req.user)
+    ctx.resolved(req.model, handle, release=lambda: catalog.release(handle))
     result = await service.respond(req, ctx)
+    headers = {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
     if req.stream:
         return StreamingResponse(_guarded(result), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
-    return JSONResponse(result)
+                                 headers={"Cache-Control": "no-cache", **headers})
+    return JSONResponse(result, headers=headers)
 
 
 @router.post("/v1/completions")

@@ -15,5 +15,5 @@ async def list_models(catalog: Catalog) -> ModelList:
     base = catalog.base_name
     # root is the served name, not the adapter's folder: clients never learn server paths
     cards = [ModelCard(id=base, root=base)]
-    cards += [ModelCard(id=h.name, root=h.name, parent=base) for h in catalog.served()]
+    cards += [ModelCard(id=name, root=name, parent=base) for name in await catalog.servable()]
     return ModelList(data=cards)

@@ -91,20 +91,30 @@ def test_concurrent_alias_changes_lose_no_update(store, two):
     store.set_alias(v1.ref, "prod")
     errors = []
 
-    def flip(n: int) -> None:
-        try:
+    def flip(t: int, n: int) -> None:
+        try:  # every call a distinct state (canary share), so every one is a real change
             for i in range(n):
-                store.set_alias((v1 if i % 2 else v2).ref, "prod")
+                store.set_alias(v1.ref, "prod", canary=v2.version, weight=(t * n + i + 1) / 100)
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(e)
 
-    threads = [threading.Thread(target=flip, args=(5,)) for _ in range(4)]
+    threads = [threading.Thread(target=flip, args=(t, 5)) for t in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
     assert len(store.alias_records("acme/support")["prod"].history) == 20  # every change recorded
+
+
+def test_pointing_an_alias_where_it_already_points_changes_nothing(store, two):
+    v1, v2 = two
+    store.set_alias(v1.ref, "prod")
+    store.set_alias(v2.ref, "prod")
+    store.set_alias(v2.ref, "prod")  # no move: no history entry, so a rollback goes back to v1
+    assert len(store.alias_records("acme/support")["prod"].history) == 1
+    store.rollback("acme/support")
+    assert store.aliases("acme/support") == {"prod": v1.version}
 
 
 def test_an_alias_written_as_a_bare_version_still_reads(store, two):

@@ -106,7 +106,7 @@ def test_bad_input_is_one_message_and_a_non_zero_exit(cli, adapter_dir, tiny_bas
     cli("alias", "acme/support", "prod", code=2)  # no version named
     cli("show", "../../etc/passwd", code=2)
     cli("rm", "acme/support@prod", code=2)  # rm names a version, never an alias
-    assert json.loads(cli("list", "--json"))[0]["aliases"] == []
+    assert json.loads(cli("list", "--json"))[0]["aliases"] == ["prod"]  # its first version became prod
 
 
 def test_validate_lists_every_problem_with_a_fix(cli, make_adapter, tiny_base):
@@ -147,3 +147,9 @@ def test_the_console_script(tmp_path, adapter_dir, tiny_base):
     assert listed.returncode == 0 and json.loads(listed.stdout)[0]["tenant"] == "acme"
     missing = run("show", "acme/nothing")
     assert missing.returncode == 2 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_a_name_without_prod_says_so_and_lists_its_versions(cli, adapter_dir, tiny_base):
+    cli("publish", adapter_dir, "acme/beta", "--base", tiny_base, "--alias", "canary")
+    out = cli("show", "acme/beta", code=2)
+    assert "no alias `prod`" in out and content_hash(adapter_dir)[:12] in out and "adapters alias" in out
