@@ -25,7 +25,9 @@ class Server:
     adapters: dict[str, Path]
     admin_key: str
     log: Path
+    registry: object  # the AdapterStore served on demand (--registry)
     base_name: str = "tiny"
+    registry_names: tuple[str, ...] = ("reg/one",)
 
 
 def free_port() -> int:
@@ -54,12 +56,27 @@ def adapter_dirs(tiny_base: Path, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def server(tiny_base: Path, adapter_dirs: dict[str, Path], tmp_path_factory) -> Server:
+def registry(tiny_base: Path, tmp_path_factory):
+    """A registry the server serves on demand: reg/one with two versions, the first is prod."""
+    from loramux.adapters.base_spec import BaseSpec
+    from loramux.adapters.registry import publish
+    from loramux.adapters.store import open_store
+
+    root = tmp_path_factory.mktemp("registry")
+    store = open_store(str(root / "store"))
+    for path in distinct_loras(tiny_base, root / "src", ["reg/v1", "reg/v2"]).values():
+        publish(store, path, tenant="reg", name="one", base=BaseSpec.from_dir(tiny_base, "tiny"))
+    return store
+
+
+@pytest.fixture(scope="session")
+def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_factory) -> Server:
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
     admin_key = "test-admin-key"
     cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(tiny_base),
            "--served-name", "tiny", "--dtype", "float32", "--port", str(port),
+           "--registry", str(registry.root), "--refresh-s", "0",
            # as many slots as adapters: the last slot is always occupied, so a leak shows
            "--max-loras", str(len(adapter_dirs)),
            "--admin-key", admin_key]
@@ -72,7 +89,7 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], tmp_path_factory) -> 
     try:
         wait_healthy(url, proc, log)
         print(f"\nloramux server healthy after {time.monotonic() - started:.1f}s", file=sys.stderr)
-        yield Server(url, tiny_base, dict(adapter_dirs), admin_key, log)
+        yield Server(url, tiny_base, dict(adapter_dirs), admin_key, log, registry)
     finally:
         proc.terminate()
         try:

@@ -20,7 +20,7 @@ def oai(server) -> OpenAI:
 
 def test_models_list_base_and_adapters(oai: OpenAI, server):
     models = {m.id: m for m in oai.models.list().data}
-    assert set(models) == {server.base_name, *server.adapters}
+    assert set(models) == {server.base_name, *server.adapters, *server.registry_names}
     assert all(models[a].parent == server.base_name for a in server.adapters)
 
 
