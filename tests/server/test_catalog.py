@@ -31,21 +31,14 @@ def setup(tiny_base: Path):
     return engine, AdapterCatalog(engine, ServerSettings(base=tiny_base, max_lora_rank=16))
 
 
-def test_concurrent_loads_of_one_version_share_one_load(setup, versions, monkeypatch):
+def test_concurrent_loads_of_one_version_share_one_load(setup, versions, slow_loads):
     engine, catalog = setup
-    loads = []
-    real_load = engine.load
-
-    async def counting(handle):
-        loads.append(handle.id)
-        await asyncio.sleep(0.05)
-        await real_load(handle)
-    monkeypatch.setattr(engine, "load", counting)
+    loads = slow_loads(engine)
 
     async def run():
         return await asyncio.gather(*(catalog.load("acme/support", versions[0]) for _ in range(5)))
     handles = asyncio.run(run())
-    assert len({h.id for h in handles}) == 1 and loads == [handles[0].id]  # no leaked engine ids
+    assert len({h.id for h in handles}) == 1 and [h.id for h in loads] == [handles[0].id]  # no leaked engine ids
     assert catalog.resolve("acme/support") == handles[0]
 
 

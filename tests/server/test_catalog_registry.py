@@ -43,21 +43,14 @@ def _catalog(tiny_base: Path, registry: dict) -> tuple[FakeEngine, AdapterCatalo
     return engine, AdapterCatalog(engine, settings, Resolver(registry["store"], ttl_s=0))
 
 
-def test_first_use_loads_once_per_version_even_when_many_ask(tiny_base, registry, monkeypatch):
+def test_first_use_loads_once_per_version_even_when_many_ask(tiny_base, registry, slow_loads):
     engine, catalog = _catalog(tiny_base, registry)
-    loads = []
-    real = engine.load
-
-    async def counting(handle):
-        loads.append(handle.version)
-        await asyncio.sleep(0.05)
-        await real(handle)
-    monkeypatch.setattr(engine, "load", counting)
+    loads = slow_loads(engine)
 
     async def run():
         return await asyncio.gather(*(catalog.acquire(m) for m in ["acme/one"] * 40 + ["acme/one@prod"] * 10))
     handles = asyncio.run(run())
-    assert loads == [registry["v1"].version] and {h.version for h in handles} == {registry["v1"].version}
+    assert [h.version for h in loads] == [registry["v1"].version] and {h.version for h in handles} == {registry["v1"].version}
     assert asyncio.run(catalog.servable()) == ["acme/one"]  # not globex/other: another base
 
 
