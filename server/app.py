@@ -45,6 +45,8 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
             yield
         finally:
             engine.shutdown()
+            if (catalog := getattr(app.state, "catalog", None)) is not None:
+                catalog.close()
 
     app = FastAPI(title="loramux", lifespan=lifespan)
     app.state.settings = settings

@@ -13,12 +13,15 @@ import asyncio
 import functools
 import itertools
 import logging
+import shutil
+import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
+from loramux.adapters.merge import MERGES, merge_adapters, merged_name
 from loramux.adapters.names import AdapterRef
 from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
 from loramux.adapters.registry import Resolved, Resolver
@@ -51,6 +54,10 @@ def _manifest(path: Path) -> Manifest | None:
 def admit(name: str, path: Path, settings: ServerSettings) -> None:
     """Raise InvalidRequest (every problem listed) unless `path` can be served as `name` on the base."""
     AdapterRef.parse(name)  # TENANT/NAME in safe characters
+    _admit_files(name, path, settings)
+
+
+def _admit_files(name: str, path: Path, settings: ServerSettings) -> None:
     if not path.is_dir():
         raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
                              f"({CONFIG_FILE} + {WEIGHTS_FILE})", param="lora_path")
@@ -98,18 +105,25 @@ class AdapterCatalog:
         self._ids = itertools.count(1)  # never reused: an id always means one version
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loading: dict[tuple[str, ...], asyncio.Task[AdapterHandle]] = {}
+        self._merges: Path | None = None  # per-request merges, built on first use
 
     @property
     def base_name(self) -> str:
         return self.engine.base_name
 
     # -- requests ---------------------------------------------------------------------------
-    async def acquire(self, model: str, routing_key: str | None = None) -> AdapterHandle | None:
+    async def acquire(self, model: str, routing_key: str | None = None, *,
+                      parts: list[tuple[str, float]] | None = None, merge: str = "cat") -> AdapterHandle | None:
         """The handle a request for `model` runs with (None for the base), held until `release`.
 
-        Unknown names are a 404 that never says whether they exist elsewhere; a registry
-        version that fails validation is a 400 naming the adapter.
+        `T/A+T/B` (or `parts`, name and weight each) is their merge by `merge`, built once per
+        distinct recipe. Unknown names are a 404 that never says whether they exist
+        elsewhere; a registry version that fails validation is a 400 naming the adapter.
         """
+        if parts is None and "+" in model:
+            parts = [(name, 1.0) for name in model.split("+")]
+        if parts:
+            return await self._acquire_merged("+".join(n for n, _ in parts), parts, merge, routing_key)
         if model == self.engine.base_name:
             return None
         handle = self._served.get(model)
@@ -165,6 +179,45 @@ class AdapterCatalog:
         await self.engine.load(handle)
         self._versions[m.version] = handle
         return handle
+
+    async def _acquire_merged(self, label: str, parts: list[tuple[str, float]], merge: str,
+                              routing_key: str | None) -> AdapterHandle:
+        if merge not in MERGES:
+            raise InvalidRequest(f"unknown merge {merge!r}; use one of {', '.join(MERGES)}", param="merge")
+        inputs = [await self.acquire(name, routing_key) for name, _ in parts]  # the versions the parts name now
+        try:
+            if any(h is None for h in inputs):
+                raise InvalidRequest("a merge combines adapters; the base is always under them", param="model")
+            key = merged_name([h.version for h in inputs], [w for _, w in parts], merge)
+            handle = self._versions.get(key) or await self._single_flight(
+                ("merge", key), lambda: self._load_merged(label, key, inputs, [w for _, w in parts], merge))
+        finally:
+            for h in inputs:
+                await self.release(h)
+        self._holds[handle.id] += 1
+        return handle
+
+    async def _load_merged(self, label: str, key: str, inputs: list[AdapterHandle], weights: list[float],
+                           merge: str) -> AdapterHandle:
+        """Merge off the event loop into this server's merge folder; never published as a version."""
+        if self._merges is None:
+            self._merges = Path(tempfile.mkdtemp(prefix="loramux-merges-"))
+        out = self._merges / key
+        if not (out / CONFIG_FILE).is_file():
+            staging = Path(tempfile.mkdtemp(dir=self._merges))
+            await asyncio.to_thread(merge_adapters, [(h.path, w) for h, w in zip(inputs, weights, strict=True)],
+                                    staging, merge)
+            staging.rename(out)
+        await asyncio.to_thread(_admit_files, label, out, self.settings)
+        handle = AdapterHandle(label, next(self._ids), out, key)
+        await self.engine.load(handle)
+        self._versions[key] = handle
+        return handle
+
+    def close(self) -> None:
+        """Remove the merges this server built."""
+        if self._merges is not None:
+            shutil.rmtree(self._merges, ignore_errors=True)
 
     def _moved(self, model: str, handle: AdapterHandle) -> None:
         """Remember what `model` serves now; retire the version it served before if nothing else does."""

@@ -29,8 +29,17 @@ UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": 
                "response_format": (None, {"type": "text"})}
 
 
+class AdapterPart(BaseModel):
+    name: str
+    weight: float = 1.0
+
+
 class SamplingFields(_Lenient):
     model: str
+    adapters: list[AdapterPart] | None = None
+    """loramux: serve the merge of these adapters (`extra_body`), built once per recipe."""
+    merge: str = "cat"
+    """loramux: how `adapters` (or `model: "T/A+T/B"`) combine: cat, linear, ties, dare_ties, dare_linear."""
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0

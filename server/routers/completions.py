@@ -30,8 +30,9 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
 
 async def _answer(req: SamplingFields, ctx: RequestContext, catalog: AdapterCatalog, service: GenerationService):
     # 404 first; unknown names never become labels. The handle is held until the response is done.
-    handle = await catalog.acquire(req.model, ctx.routing_key or req.user)
-    ctx.resolved(req.model, handle, release=lambda: catalog.release(handle))
+    parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
+    handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge)
+    ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
     result = await service.respond(req, ctx)
     headers = {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
     if req.stream:

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loramux.adapters.base_spec import BaseSpec
+from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.registry import Resolver, publish
 from loramux.adapters.store import open_store
 from loramux.server.app import create_app
@@ -119,3 +120,27 @@ def test_http_reports_the_version_and_refuses_another_bases_adapter(tiny_base, r
                              headers={"Authorization": "Bearer k"})
         assert reload.status_code == 200 and reload.json()["version"] == registry["v1"].short_version
 
+
+
+def test_a_per_request_merge_is_built_once_per_recipe(tiny_base, registry, slow_loads):
+    engine, catalog = _catalog(tiny_base, registry)
+    loads = slow_loads(engine)
+    v2 = registry["v2"]
+    model = f"acme/one+acme/one@{v2.short_version}"
+
+    async def run():
+        merged = await asyncio.gather(*(catalog.acquire(model) for _ in range(8)))
+        weighted = await catalog.acquire("ignored", parts=[("acme/one", 0.7), (f"acme/one@{v2.short_version}", 0.3)])
+        return merged, weighted
+    merged, weighted = asyncio.run(run())
+    assert len({h.id for h in merged}) == 1 and merged[0].name == model
+    assert weighted.id != merged[0].id and weighted.version != merged[0].version  # another recipe
+    merges = [h for h in loads if "+" in h.name]
+    assert len(merges) == 2 and len(loads) == 4  # each input version once, each recipe once
+
+    async def refused():
+        for name, kw, param in [("acme/one+tiny", {}, "model"), (model, {"merge": "average"}, "merge")]:
+            with pytest.raises(InvalidRequest) as err:
+                await catalog.acquire(name, **kw)
+            assert err.value.param == param
+    asyncio.run(refused())
