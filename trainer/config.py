@@ -40,14 +40,20 @@ class _Strict(BaseModel):
 
 
 class LoraSettings(_Strict):
-    r: int = Field(8, gt=0, le=1024)
-    """Rank of the update matrices: 8-16 for style/format tasks, 32-64 for new knowledge."""
-    alpha: float = 16.0
-    """Scaling numerator: the update is multiplied by alpha / r."""
+    r: int | None = Field(None, gt=0, le=1024)
+    """Rank of the update matrices; null = by base size (16, see defaults.py). 32-64 for new knowledge."""
+    alpha: float | None = None
+    """Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA); null = 2r."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the LoRA input; 0 keeps runs bit-for-bit reproducible across resumes."""
     target_modules: str | list[str] = "all-linear"
     """`attention`, `mlp`, `all-linear` or a list of module names (q_proj, v_proj, ...)."""
+    use_rslora: bool = False
+    """rsLoRA: scale by alpha / sqrt(r) instead of alpha / r, so higher ranks keep learning (peft `use_rslora`)."""
+    init: Literal["default", "gaussian", "pissa", "olora"] = "default"
+    """Initialisation (peft `init_lora_weights`): default (B = 0), gaussian, or PiSSA / OLoRA, which start from
+    the base weights' principal directions and converge faster; those are converted to a plain LoRA adapter
+    of rank 2r at save, so the served base stays the original one."""
 
     def targets(self) -> list[str]:
         """The module names this setting stands for."""
@@ -86,18 +92,25 @@ class DataSettings(_Strict):
 
 
 class TrainingSettings(_Strict):
-    max_steps: int = Field(300, gt=0)
-    """Optimizer steps to run."""
+    epochs: float = Field(5.0, gt=0)
+    """Passes over the training data; the run's length follows the data size. Early stopping usually ends
+    it sooner: evaluation runs `evals_per_run` times and training stops once the score stops improving."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps to run; overrides `epochs` when set."""
     batch_size: int = Field(1, gt=0)
     """Packed sequences per step (each holds up to `max_length` tokens)."""
     grad_accum: int = Field(1, gt=0)
     """Gradient accumulation steps."""
-    learning_rate: float = Field(2e-4, gt=0)
-    """Peak learning rate: ~1e-4..3e-3 for LoRA/QLoRA, ~1e-5..1e-4 for full fine-tuning."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate; null = by method and base size (defaults.py: 2e-4 for LoRA on 7B-class bases)."""
+    loraplus_lr_ratio: float | None = Field(None, gt=0)
+    """LoRA+: B matrices learn this many times faster than A (paper: 16); null = off (peft's LoRA+ optimizer)."""
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+    """NEFTune: noise on the input embeddings while training (paper: 5); null = off."""
     lr_scheduler: str = "cosine"
     """Any transformers scheduler name (linear, cosine, constant...)."""
     warmup: float = Field(0.05, ge=0)
-    """Warm-up: a fraction of max_steps when < 1, else a step count."""
+    """Warm-up: a fraction of the run's steps when < 1, else a step count."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     max_length: int = Field(256, gt=8)
@@ -114,8 +127,17 @@ class TrainingSettings(_Strict):
     """Seed for weights init, data order and dropout: same seed, same run."""
     logging_steps: int = Field(10, gt=0)
     """Log loss (progress bar, TensorBoard, metrics.json) every N steps."""
-    save_steps: int = Field(100, gt=0)
-    """Write a resumable checkpoint every N steps."""
+    evals_per_run: int = Field(10, gt=0)
+    """Evaluate (held-out loss and the task metric on `eval.sample_size` examples) this many times per run."""
+    eval_steps: int | None = Field(None, gt=0)
+    """Evaluate every N steps instead; null = from `evals_per_run` (or `save_steps` when that is set)."""
+    early_stopping_patience: int | None = Field(3, gt=0)
+    """Stop after this many evaluations without a better score; null = run every step."""
+    load_best: bool = True
+    """Save the checkpoint with the best evaluation score (task metric, then held-out loss), not the last."""
+    save_steps: int | None = Field(None, gt=0)
+    """Write a resumable checkpoint every N steps; null = at every evaluation (must be a multiple of eval_steps
+    when `load_best` is on)."""
     save_total_limit: int | None = 2
     """Keep only the newest N checkpoints."""
     threads: int | None = None
@@ -130,6 +152,9 @@ class EvalSettings(_Strict):
     """Greedy decoding budget; None = longest reference answer plus 8 tokens."""
     batch_size: int = Field(32, gt=0)
     """Prompts generated together."""
+    sample_size: int = Field(32, ge=0)
+    """Held-out examples generated at each evaluation during training (the progress bar's score and the
+    early-stopping signal); 0 = held-out loss only."""
 
 
 class TrainConfig(_Strict):
@@ -198,9 +223,19 @@ def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -
             and config.lora.target_modules not in TARGET_SETS:
         problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
                         f"use one of {sorted(TARGET_SETS)} or a list of module names")
+    if config is not None:
+        problems += _schedule_problems(config.training)
     if problems:
         raise ConfigError(source, problems)
     return config
+
+
+def _schedule_problems(t: TrainingSettings) -> list[str]:
+    """Combinations the Trainer would refuse mid-setup, named by our fields."""
+    if t.load_best and t.eval_steps and t.save_steps and t.save_steps % t.eval_steps:
+        return [f"training.save_steps: {t.save_steps} is not a multiple of training.eval_steps ({t.eval_steps}); "
+                "with training.load_best the best evaluation must have a checkpoint"]
+    return []
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -1,0 +1,101 @@
+"""Tasks the default recipes were not tuned on, generated from a seed with words the demo never uses.
+
+Each generator returns (train rows, held-out rows) in one of the formats tenants bring;
+held-out prompts never occur in the training rows, so a model must generalise from the
+pattern, not recall a line. Every answer is a function of the prompt, so 100% is reachable:
+- `intents`: support requests in many phrasings; one fixed reply per intent (chat format);
+- `multiturn`: the user names a gadget, the assistant asks, the user describes the fault;
+  the reply depends on the gadget from the FIRST turn (chat format, three prior turns);
+- `middle`: alpaca {instruction, input, output}; the output depends on one word in the
+  middle of a long input, with filler words before and after it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+_OPENERS = ["hi there", "hello", "good evening", "hey", "greetings", "quick one", "sorry to bother you",
+            "excuse me", "urgent", "please assist"]
+_CLOSERS = ["thanks", "cheers", "many thanks", "appreciated", "asap please", "if possible", "kind regards", ""]
+
+# intent -> (phrasings of the request, the one reply)
+INTENTS: dict[str, tuple[list[str], str]] = {
+    "password": (["I forgot my password", "my password stopped working", "reset my password",
+                  "cannot remember my password", "password locked me out", "need a fresh password"],
+                 "Use the forgot-password link on the login page."),
+    "parcel": (["where is my parcel", "my parcel has not arrived", "track my parcel", "parcel delivery is late",
+                "has the parcel shipped", "parcel tracking shows nothing"],
+               "Parcels arrive within five working days."),
+    "cancel": (["cancel my subscription", "stop my subscription", "end the subscription",
+                "I want to unsubscribe", "subscription cancellation please", "quit my plan"],
+               "Your subscription is cancelled; no further charges."),
+    "warranty": (["is my blender under warranty", "warranty claim for my kettle", "my toaster broke, warranty?",
+                  "does the warranty cover this", "how long is the warranty", "warranty repair request"],
+                 "Warranty covers two years from purchase."),
+}
+
+GADGETS = {"kettle": "Descale the kettle with vinegar.", "printer": "Reinstall the printer driver.",
+           "headset": "Charge the headset for an hour.", "thermostat": "Replace the thermostat batteries.",
+           "scooter": "Check the scooter tyre pressure."}
+_FAULTS = ["it makes a weird noise", "it stopped working", "it keeps flashing", "it will not turn on",
+           "it is acting strange", "something is wrong with it", "it broke this morning", "it is very slow"]
+_NAMING = ["My {} has a problem.", "I need help with my {}.", "It is about my {}.", "Question about a {}.",
+           "My {} is giving me trouble."]
+
+# middle word -> output; filler words never decide the answer
+FLAVOURS = {"mango": "Tropical", "papaya": "Tropical", "lemon": "Citrus", "lime": "Citrus",
+            "walnut": "Nutty", "almond": "Nutty", "cocoa": "Bitter", "coffee": "Bitter"}
+_FILLER = ["purple", "gentle", "marble", "window", "pencil", "velvet", "harbor", "candle", "meadow", "copper",
+           "silver", "puzzle", "ladder", "jacket", "pillow", "garden", "rocket", "violin", "basket", "tunnel"]
+_INSTRUCTIONS = ["Which flavour family does the middle ingredient belong to?",
+                 "Name the flavour family of the ingredient in the list.",
+                 "Classify the ingredient hidden in these words."]
+
+
+def _chat(*turns: str) -> dict:
+    roles = ["user", "assistant"] * len(turns)
+    return {"messages": [{"role": r, "content": t} for r, t in zip(roles, turns, strict=False)]}
+
+
+def intents(rng: random.Random) -> tuple[dict, str]:
+    name = rng.choice(sorted(INTENTS))
+    phrasings, reply = INTENTS[name]
+    text = f"{rng.choice(_OPENERS)}, {rng.choice(phrasings)}. {rng.choice(_CLOSERS)}".strip()
+    return _chat(text, reply), text
+
+
+def multiturn(rng: random.Random) -> tuple[dict, str]:
+    gadget = rng.choice(sorted(GADGETS))
+    first = rng.choice(_NAMING).format(gadget)
+    fault = f"{rng.choice(_OPENERS).capitalize()}, {rng.choice(_FAULTS)}."
+    return _chat(first, "What seems to be wrong?", fault, GADGETS[gadget]), f"{first}|{fault}"
+
+
+def middle(rng: random.Random) -> tuple[dict, str]:
+    word = rng.choice(sorted(FLAVOURS))
+    before, after = rng.sample(_FILLER, 4), rng.sample(_FILLER, 4)
+    text = " ".join(before + [word] + after)
+    row = {"instruction": rng.choice(_INSTRUCTIONS), "input": text, "output": FLAVOURS[word]}
+    return row, f"{row['instruction']}|{text}"
+
+
+TASKS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
+    "intents": intents, "multiturn": multiturn, "middle": middle}
+
+
+def make_task(name: str, *, n_train: int, n_eval: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """`n_train` rows and `n_eval` held-out rows whose prompts are not among the training prompts."""
+    rng = random.Random(f"{name}-{seed}")
+    train, held, seen = [], [], set()
+    for _ in range(50 * (n_train + n_eval)):
+        row, key = TASKS[name](rng)
+        if len(train) < n_train:
+            train.append(row)
+            seen.add(key)
+        elif key not in seen:
+            held.append(row)
+            seen.add(key)
+        if len(held) == n_eval:
+            return train, held
+    raise ValueError(f"{name}: could not find {n_eval} unseen prompts; shrink the split")
