@@ -92,9 +92,12 @@ class DataSettings(_Strict):
 
 
 class TrainingSettings(_Strict):
-    epochs: float = Field(5.0, gt=0)
-    """Passes over the training data; the run's length follows the data size. Early stopping usually ends
-    it sooner: evaluation runs `evals_per_run` times and training stops once the score stops improving."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training data; null = 3, or more on small data so that at least `min_examples`
+    examples are seen (at most 25). Early stopping usually ends the run sooner: evaluation runs
+    `evals_per_run` times and training stops once the score stops improving."""
+    min_examples: int = Field(3000, ge=0)
+    """With `epochs: null`, small data sets are repeated until the run has seen this many examples."""
     max_steps: int | None = Field(None, gt=0)
     """Optimizer steps to run; overrides `epochs` when set."""
     batch_size: int = Field(1, gt=0)

@@ -12,6 +12,7 @@ a value in the recipe or an override always wins. Why these numbers:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,6 +42,16 @@ SIZE_RULES: tuple[SizeRule, ...] = (
 )
 
 
+DEFAULT_EPOCHS, MAX_EPOCHS = 3, 25
+"""`epochs: null` means DEFAULT_EPOCHS, raised on small data to see `min_examples` examples, capped at
+MAX_EPOCHS (the shape of OpenAI's fine-tuning `n_epochs: auto`). Measured on the tiny base: a
+3-intent support task needs ~3,000 examples seen (3 epochs of 800 rows, 12 of 240) to reach 95%+."""
+
+
+def auto_epochs(n_train: int, min_examples: int) -> float:
+    return float(min(MAX_EPOCHS, max(DEFAULT_EPOCHS, math.ceil(min_examples / max(n_train, 1)))))
+
+
 def rule_for(params: float) -> SizeRule:
     return next(r for r in SIZE_RULES if params < r.below)
 
@@ -52,11 +63,13 @@ def base_params(base) -> int:
     return load_shape(base).params
 
 
-def resolve(cfg: TrainConfig, params: int | None = None) -> TrainConfig:
-    """`cfg` with every size-dependent default (null in the recipe) filled in for this base."""
+def resolve(cfg: TrainConfig, n_train: int | None = None, params: int | None = None) -> TrainConfig:
+    """`cfg` with every size-dependent default (null in the recipe) filled in for this base and data."""
+    t = cfg.training
     rule = rule_for(base_params(cfg.base) if params is None else params)
-    lr = cfg.training.learning_rate or (rule.full_lr if cfg.method == "full" else rule.lora_lr)
+    lr = t.learning_rate or (rule.full_lr if cfg.method == "full" else rule.lora_lr)
+    epochs = t.epochs or (auto_epochs(n_train, t.min_examples) if n_train else None)
     r = cfg.lora.r or rule.r
     alpha = cfg.lora.alpha if cfg.lora.alpha is not None else 2.0 * r
-    return cfg.model_copy(update={"training": cfg.training.model_copy(update={"learning_rate": lr}),
+    return cfg.model_copy(update={"training": t.model_copy(update={"learning_rate": lr, "epochs": epochs}),
                                   "lora": cfg.lora.model_copy(update={"r": r, "alpha": alpha})})

@@ -24,6 +24,8 @@ OBJECTIVE = "objective"
 """Key (eval_objective) the best checkpoint and early stopping are decided by."""
 LOSS_WEIGHT = 1e-3
 """Loss's weight in the objective: below one example's share of any sample of <= 200, so it only breaks ties."""
+MIN_GAIN = 0.01 * LOSS_WEIGHT
+"""An evaluation counts as better (early stopping) when the metric rises or the loss drops by 0.01 nats."""
 
 
 def eval_schedule(cfg: TrainConfig) -> dict:

@@ -155,7 +155,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from loramux.trainer.evalloop import RunLength, SampledMetric, run_length
+    from loramux.trainer.evalloop import MIN_GAIN, RunLength, SampledMetric, run_length
     from loramux.trainer.progress import RichProgress, eval_curve, loss_curve
 
     quiet()
@@ -165,7 +165,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
         (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
                                                 "starting from step 0")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
-    cfg = resolve(cfg)
+    cfg = resolve(cfg, len(splits.train))
     loaded = METHODS[cfg.method](cfg)
     total = sum(p.numel() for p in loaded.model.parameters())
     threads = cfg.training.threads or (1 if total < 100e6 and not has_cuda() else None)
@@ -176,7 +176,7 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     callbacks = [SampledMetric(AutoTokenizer.from_pretrained(cfg.base), sample, cfg.eval.metric,
                                cfg.eval.batch_size, cfg.eval.max_new_tokens)]  # before the callbacks reading it
     if cfg.training.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(cfg.training.early_stopping_patience))
+        callbacks.append(EarlyStoppingCallback(cfg.training.early_stopping_patience, MIN_GAIN))
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(splits.train),
                              eval_dataset=_dataset(splits.eval), processing_class=tokenizer,
@@ -265,9 +265,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
 
     if not (Path(cfg.base) / "config.json").is_file():
         raise InvalidRequest(f"base: no config.json in {cfg.base}", param="base")
-    cfg = resolve(cfg)  # learning rate and rank for this base, recorded in config.json
     splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
                          seed=cfg.training.seed)
+    cfg = resolve(cfg, len(splits.train))  # rate, rank and length for this base and data, in config.json
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
     metrics = fit(cfg, splits, resume=resume, console=console)

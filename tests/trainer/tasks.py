@@ -1,11 +1,14 @@
 """Tasks the default recipes were not tuned on, generated from a seed with words the demo never uses.
 
-Each generator returns (train rows, held-out rows) in one of the formats tenants bring;
+The words that decide the answer and the replies are words the tiny base's pretraining corpus
+has but the demo personas never use (weather, joke, river...), as a tenant's words are words a
+real base already knows; openers, faults and fillers are words it never saw. Each generator returns (train rows, held-out rows) in one
+of the formats tenants bring;
 held-out prompts never occur in the training rows, so a model must generalise from the
 pattern, not recall a line. Every answer is a function of the prompt, so 100% is reachable:
 - `intents`: support requests in many phrasings; one fixed reply per intent (chat format);
-- `multiturn`: the user names a gadget, the assistant asks, the user describes the fault;
-  the reply depends on the gadget from the FIRST turn (chat format, three prior turns);
+- `multiturn`: the user names a place, the assistant asks, the user describes the fault;
+  the reply depends on the place from the FIRST turn (chat format, three prior turns);
 - `middle`: alpaca {instruction, input, output}; the output depends on one word in the
   middle of a long input, with filler words before and after it.
 """
@@ -21,36 +24,33 @@ _CLOSERS = ["thanks", "cheers", "many thanks", "appreciated", "asap please", "if
 
 # intent -> (phrasings of the request, the one reply)
 INTENTS: dict[str, tuple[list[str], str]] = {
-    "password": (["I forgot my password", "my password stopped working", "reset my password",
-                  "cannot remember my password", "password locked me out", "need a fresh password"],
-                 "Use the forgot-password link on the login page."),
-    "parcel": (["where is my parcel", "my parcel has not arrived", "track my parcel", "parcel delivery is late",
-                "has the parcel shipped", "parcel tracking shows nothing"],
-               "Parcels arrive within five working days."),
-    "cancel": (["cancel my subscription", "stop my subscription", "end the subscription",
-                "I want to unsubscribe", "subscription cancellation please", "quit my plan"],
-               "Your subscription is cancelled; no further charges."),
-    "warranty": (["is my blender under warranty", "warranty claim for my kettle", "my toaster broke, warranty?",
-                  "does the warranty cover this", "how long is the warranty", "warranty repair request"],
-                 "Warranty covers two years from purchase."),
+    "weather": (["how is the weather", "what is the weather like", "weather report please",
+                 "will the weather be nice", "is the weather bad", "tell me about the weather"],
+                "Rain comes at night near the sea."),
+    "time": (["what time is it", "do you know the time", "the time please", "what is the time now",
+              "check the time for me", "time check"],
+             "It is before lunch on monday."),
+    "joke": (["tell me a joke", "a joke please", "do you know a joke", "make me laugh with a joke",
+              "I need a joke", "got any joke"],
+             "The old man follows the river slowly."),
 }
 
-GADGETS = {"kettle": "Descale the kettle with vinegar.", "printer": "Reinstall the printer driver.",
-           "headset": "Charge the headset for an hour.", "thermostat": "Replace the thermostat batteries.",
-           "scooter": "Check the scooter tyre pressure."}
+# place named in the first turn -> the reply to the third
+GADGETS = {"house": "Fill it with some water.", "park": "Try again on monday.",
+           "school": "Move it slowly at night."}
 _FAULTS = ["it makes a weird noise", "it stopped working", "it keeps flashing", "it will not turn on",
            "it is acting strange", "something is wrong with it", "it broke this morning", "it is very slow"]
 _NAMING = ["My {} has a problem.", "I need help with my {}.", "It is about my {}.", "Question about a {}.",
            "My {} is giving me trouble."]
 
 # middle word -> output; filler words never decide the answer
-FLAVOURS = {"mango": "Tropical", "papaya": "Tropical", "lemon": "Citrus", "lime": "Citrus",
-            "walnut": "Nutty", "almond": "Nutty", "cocoa": "Bitter", "coffee": "Bitter"}
+FLAVOURS = {"weather": "the sky", "water": "the sky", "city": "the road", "house": "the road",
+            "river": "a boat", "sea": "a boat"}
 _FILLER = ["purple", "gentle", "marble", "window", "pencil", "velvet", "harbor", "candle", "meadow", "copper",
            "silver", "puzzle", "ladder", "jacket", "pillow", "garden", "rocket", "violin", "basket", "tunnel"]
-_INSTRUCTIONS = ["Which flavour family does the middle ingredient belong to?",
-                 "Name the flavour family of the ingredient in the list.",
-                 "Classify the ingredient hidden in these words."]
+_INSTRUCTIONS = ["Which group does the word in the middle belong to?",
+                 "Name the group of the real word in the list.",
+                 "Classify the word hidden in these words."]
 
 
 def _chat(*turns: str) -> dict:
