@@ -149,21 +149,30 @@ def quiet() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Console | None = None) -> dict:
-    """Train and save the artifact; returns the training half of metrics.json."""
+@dataclass
+class Built:
+    """A ready SFTTrainer and what the run around it needs."""
+
+    trainer: object
+    cfg: TrainConfig
+    """The recipe with rate, rank and length resolved for this base and data."""
+    length: object
+    """evalloop.RunLength: the plan, printed at the start."""
+    tokenizer: object
+    init_dir: Path | None = None
+
+
+def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = None) -> Built:
+    """Load the base for the method, tokenize and pack the data, wire evaluation; nothing trains yet."""
     import torch
     from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
     from trl import SFTTrainer
 
     from loramux.trainer.evalloop import MIN_GAIN, RunLength, SampledMetric, run_length
-    from loramux.trainer.progress import RichProgress, eval_curve, loss_curve
+    from loramux.trainer.progress import RichProgress
 
     quiet()
     set_seed(cfg.training.seed)
-    checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
-    if resume and checkpoint is None:
-        (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
-                                                "starting from step 0")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     cfg = resolve(cfg, len(splits.train))
     loaded = METHODS[cfg.method](cfg)
@@ -187,10 +196,23 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     trainer.add_callback(RichProgress(f"{cfg.method} {cfg.output_dir.name}", console, metric=cfg.eval.metric))
     if cfg.training.loraplus_lr_ratio:
         trainer.optimizer = _loraplus(trainer, cfg)
-    init_dir = None
+    built = Built(trainer, cfg, length, tokenizer)
     if cfg.method != "full" and cfg.lora.init in CONVERTED_INITS:
-        init_dir = cfg.output_dir / INIT_ADAPTER  # the adapter as initialised, for the conversion at save
-        _save_initial(trainer.model, init_dir)
+        built.init_dir = cfg.output_dir / INIT_ADAPTER  # the adapter as initialised, for the conversion at save
+        _save_initial(trainer.model, built.init_dir)
+    return built
+
+
+def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Console | None = None) -> dict:
+    """Train and save the artifact; returns the training half of metrics.json."""
+    from loramux.trainer.progress import eval_curve, loss_curve
+
+    checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
+    if resume and checkpoint is None:
+        (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
+                                                "starting from step 0")
+    built = build_trainer(cfg, splits, console)
+    trainer, cfg, length, tokenizer, init_dir = built.trainer, built.cfg, built.length, built.tokenizer, built.init_dir
     trainable, total = param_counts(trainer.model)
     start = time.perf_counter()
     tokens0 = 0
@@ -227,8 +249,9 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
         "tokens_per_s": tokens / wall if wall > 0 else 0.0, "train_tokens": tokens, "wall_time_s": wall,
         "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "trainable_pct": 100.0 * trainable / total, "loss_curve": loss_curve(trainer.state.log_history),
+        "optimizer_lrs": sorted({g.get("initial_lr", g["lr"]) for g in trainer.optimizer.param_groups}),
     }
-    del trainer, loaded
+    del trainer, built
     gc.collect()
     return metrics
 
@@ -282,3 +305,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
     plot_loss(metrics["loss_curve"], cfg.output_dir / "loss.png",
               f"{cfg.method}: {cfg.eval.metric} {metrics['score']:.2f}")
     return TrainResult(output_dir=cfg.output_dir, artifact=artifact, metrics=metrics)
+
+
+def planned_length(cfg: TrainConfig):
+    """The run's length (evalloop.Length: steps, epochs, tokens) for this recipe and data, without training."""
+    splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
+                         seed=cfg.training.seed)
+    built = build_trainer(cfg, splits, Console(stderr=True, quiet=True))
+    length = built.length.length
+    del built
+    gc.collect()
+    return length
