@@ -38,19 +38,17 @@ INTENTS: dict[str, tuple[list[str], str]] = {
 # place named in the first turn -> the reply to the third
 GADGETS = {"house": "Fill it with some water.", "park": "Try again on monday.",
            "school": "Move it slowly at night."}
-_FAULTS = ["it makes a weird noise", "it stopped working", "it keeps flashing", "it will not turn on",
-           "it is acting strange", "something is wrong with it", "it broke this morning", "it is very slow"]
-_NAMING = ["My {} has a problem.", "I need help with my {}.", "It is about my {}.", "Question about a {}.",
-           "My {} is giving me trouble."]
+_FAULTS = ["weird noise", "stopped working", "keeps flashing", "will not start", "acting strange", "broke",
+           "very slow", "smells odd"]
+_NAMING = ["My {} has a problem.", "Help with my {}.", "About my {}.", "My {} again."]
 
 # middle word -> output; filler words never decide the answer
 FLAVOURS = {"weather": "the sky", "water": "the sky", "city": "the road", "house": "the road",
             "river": "a boat", "sea": "a boat"}
 _FILLER = ["purple", "gentle", "marble", "window", "pencil", "velvet", "harbor", "candle", "meadow", "copper",
-           "silver", "puzzle", "ladder", "jacket", "pillow", "garden", "rocket", "violin", "basket", "tunnel"]
-_INSTRUCTIONS = ["Which group does the word in the middle belong to?",
-                 "Name the group of the real word in the list.",
-                 "Classify the word hidden in these words."]
+           "silver", "puzzle", "ladder", "jacket", "pillow", "garden", "rocket", "violin", "basket", "tunnel",
+           "zebra", "quartz", "mitten", "lantern"]
+_INSTRUCTIONS = ["Group of the middle word?", "Classify the middle word.", "Which group?"]
 
 
 def _chat(*turns: str) -> dict:
@@ -69,12 +67,12 @@ def multiturn(rng: random.Random) -> tuple[dict, str]:
     gadget = rng.choice(sorted(GADGETS))
     first = rng.choice(_NAMING).format(gadget)
     fault = f"{rng.choice(_OPENERS).capitalize()}, {rng.choice(_FAULTS)}."
-    return _chat(first, "What seems to be wrong?", fault, GADGETS[gadget]), f"{first}|{fault}"
+    return _chat(first, "What is wrong?", fault, GADGETS[gadget]), f"{first}|{fault}"
 
 
 def middle(rng: random.Random) -> tuple[dict, str]:
     word = rng.choice(sorted(FLAVOURS))
-    before, after = rng.sample(_FILLER, 4), rng.sample(_FILLER, 4)
+    before, after = rng.sample(_FILLER, 3), rng.sample(_FILLER, 3)
     text = " ".join(before + [word] + after)
     row = {"instruction": rng.choice(_INSTRUCTIONS), "input": text, "output": FLAVOURS[word]}
     return row, f"{row['instruction']}|{text}"
