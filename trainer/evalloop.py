@@ -104,7 +104,7 @@ def run_length(trainer, cfg: TrainConfig) -> Length:
 class RunLength(TrainerCallback):
     """Prints the plan at the start and, once a few steps are measured, about how long the run takes."""
 
-    def __init__(self, length: Length, console: Console | None, measure_steps: int = 5) -> None:
+    def __init__(self, length: Length, console: Console | None, measure_steps: int = 20) -> None:
         self.length, self.console, self.measure_steps = length, console or Console(stderr=True), measure_steps
         self.t0, self.step0, self.estimate_s = 0.0, 0, None
 
