@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loramux.adapters.errors import InvalidRequest
 
@@ -148,6 +148,15 @@ class TrainingSettings(_Strict):
     split across threads: 1 thread ran the tiny base 5x faster on a busy 2-core machine), else torch's default."""
 
 
+    @model_validator(mode="after")
+    def _checkpoint_at_every_best(self):
+        """The Trainer would refuse this mid-setup; say it now, with the other problems, in our names."""
+        if self.load_best and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError(f"save_steps {self.save_steps} is not a multiple of eval_steps {self.eval_steps}; with "
+                             "load_best the best evaluation must have a checkpoint")
+        return self
+
+
 class EvalSettings(_Strict):
     metric: str = "exact_match"
     """Score on the held-out set: exact_match or contains (see loramux.trainer.evaluate.METRICS)."""
@@ -226,19 +235,10 @@ def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -
             and config.lora.target_modules not in TARGET_SETS:
         problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
                         f"use one of {sorted(TARGET_SETS)} or a list of module names")
-    if config is not None:
-        problems += _schedule_problems(config.training)
     if problems:
         raise ConfigError(source, problems)
     return config
 
-
-def _schedule_problems(t: TrainingSettings) -> list[str]:
-    """Combinations the Trainer would refuse mid-setup, named by our fields."""
-    if t.load_best and t.eval_steps and t.save_steps and t.save_steps % t.eval_steps:
-        return [f"training.save_steps: {t.save_steps} is not a multiple of training.eval_steps ({t.eval_steps}); "
-                "with training.load_best the best evaluation must have a checkpoint"]
-    return []
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -79,11 +79,11 @@ def test_explicit_values_win_over_the_rules():
 def test_new_flags_are_checked_with_every_other_problem():
     with pytest.raises(ConfigError) as e:
         load_config(RECIPES_DIR / "lora.yaml", ["lora.init=svd", "training.loraplus_lr_ratio=0",
-                                                "training.neftune_noise_alpha=-1", "training.eval_steps=7",
-                                                "training.save_steps=10", "training.epochs=0"])
+                                                "training.neftune_noise_alpha=-1", "eval.sample_size=-1"])
     msg = e.value.message
-    for needle in ("lora.init", "training.loraplus_lr_ratio", "training.neftune_noise_alpha", "training.epochs"):
+    for needle in ("lora.init", "training.loraplus_lr_ratio", "training.neftune_noise_alpha", "eval.sample_size"):
         assert needle in msg, msg
-    # the schedule check runs on valid fields only; alone it names both fields
-    with pytest.raises(ConfigError, match="save_steps.*eval_steps"):
-        load_config(RECIPES_DIR / "lora.yaml", ["training.eval_steps=7", "training.save_steps=10"])
+    # a schedule the Trainer would refuse after loading the model is refused up front, with the rest
+    with pytest.raises(ConfigError) as e:
+        load_config(RECIPES_DIR / "lora.yaml", ["training.eval_steps=7", "training.save_steps=10", "lora.init=svd"])
+    assert len(e.value.problems) == 2 and "save_steps 10 is not a multiple of eval_steps 7" in e.value.message
