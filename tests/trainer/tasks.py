@@ -43,8 +43,7 @@ _FAULTS = ["weird noise", "stopped working", "keeps flashing", "will not start",
 _NAMING = ["My {} has a problem.", "Help with my {}.", "About my {}.", "My {} again."]
 
 # middle word -> output; filler words never decide the answer
-FLAVOURS = {"weather": "the sky", "water": "the sky", "city": "the road", "house": "the road",
-            "river": "a boat", "sea": "a boat"}
+FLAVOURS = {"weather": "the sky", "city": "the road", "river": "a boat"}
 _FILLER = ["purple", "gentle", "marble", "window", "pencil", "velvet", "harbor", "candle", "meadow", "copper",
            "silver", "puzzle", "ladder", "jacket", "pillow", "garden", "rocket", "violin", "basket", "tunnel",
            "zebra", "quartz", "mitten", "lantern"]
