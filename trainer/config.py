@@ -235,6 +235,12 @@ def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -
             and config.lora.target_modules not in TARGET_SETS:
         problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
                         f"use one of {sorted(TARGET_SETS)} or a list of module names")
+    if config is not None and config.method == "full":
+        problems += [f"{name}: applies to LoRA adapters; method full trains every weight (use lora or qlora)"
+                     for name, on in (("lora.init", config.lora.init != "default"),
+                                      ("lora.use_rslora", config.lora.use_rslora),
+                                      ("training.loraplus_lr_ratio", config.training.loraplus_lr_ratio))
+                     if on]
     if problems:
         raise ConfigError(source, problems)
     return config

@@ -87,3 +87,10 @@ def test_new_flags_are_checked_with_every_other_problem():
     with pytest.raises(ConfigError) as e:
         load_config(RECIPES_DIR / "lora.yaml", ["training.eval_steps=7", "training.save_steps=10", "lora.init=svd"])
     assert len(e.value.problems) == 2 and "save_steps 10 is not a multiple of eval_steps 7" in e.value.message
+
+
+def test_lora_only_flags_are_refused_for_full_fine_tuning():
+    with pytest.raises(ConfigError) as e:
+        load_config(RECIPES_DIR / "full.yaml", ["lora.init=pissa", "lora.use_rslora=true",
+                                                "training.loraplus_lr_ratio=16"])
+    assert len(e.value.problems) == 3 and all("method full" in p for p in e.value.problems)
