@@ -109,7 +109,7 @@ class RunLength(TrainerCallback):
         self.t0, self.step0, self.estimate_s = 0.0, 0, None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.console.print(self.length.line(), highlight=False)
+        self.console.print(self.length.line(), highlight=False, soft_wrap=True)
         self.t0, self.step0 = time.perf_counter(), state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -118,7 +118,7 @@ class RunLength(TrainerCallback):
             per_step = (time.perf_counter() - self.t0) / max(done, 1)
             self.estimate_s = per_step * (state.max_steps - self.step0)
             self.console.print(f"plan: about {_duration(self.estimate_s)} for {state.max_steps - self.step0} steps "
-                               "(less if it stops early)", highlight=False)
+                               "(less if it stops early)", highlight=False, soft_wrap=True)
 
     def record(self) -> dict:
         return {**asdict(self.length), "estimated_s": self.estimate_s}
