@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.shapes import TARGET_SETS
@@ -34,14 +34,20 @@ class _Strict(BaseModel):
 
 
 class LoraSettings(_Strict):
-    r: int = Field(8, gt=0, le=1024)
-    """Rank of the update matrices: 8-16 for style/format tasks, 32-64 for new knowledge."""
-    alpha: float = 16.0
-    """Scaling numerator: the update is multiplied by alpha / r."""
+    r: int | None = Field(None, gt=0, le=1024)
+    """Rank of the update matrices; null = by base size (16, see defaults.py). 32-64 for new knowledge."""
+    alpha: float | None = None
+    """Scaling numerator: the update is multiplied by alpha / r (alpha / sqrt(r) with rsLoRA); null = 2r."""
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     """Dropout on the LoRA input; 0 keeps runs bit-for-bit reproducible across resumes."""
     target_modules: str | list[str] = "all-linear"
     """`attention`, `mlp`, `all-linear` or a list of module names (q_proj, v_proj, ...)."""
+    use_rslora: bool = False
+    """rsLoRA: scale by alpha / sqrt(r) instead of alpha / r, so higher ranks keep learning (peft `use_rslora`)."""
+    init: Literal["default", "gaussian", "pissa", "olora"] = "default"
+    """Initialisation (peft `init_lora_weights`): default (B = 0), gaussian, or PiSSA / OLoRA, which start from
+    the base weights' principal directions and converge faster; those are converted to a plain LoRA adapter
+    of rank 2r at save, so the served base stays the original one."""
 
     def targets(self) -> list[str]:
         """The module names this setting stands for."""
@@ -80,18 +86,28 @@ class DataSettings(_Strict):
 
 
 class TrainingSettings(_Strict):
-    max_steps: int = Field(300, gt=0)
-    """Optimizer steps to run."""
+    epochs: float | None = Field(None, gt=0)
+    """Passes over the training data; null = 3, or more on small data so that at least `min_examples`
+    examples are seen (at most 25). Early stopping usually ends the run sooner: evaluation runs
+    `evals_per_run` times and training stops once the score stops improving."""
+    min_examples: int = Field(3000, ge=0)
+    """With `epochs: null`, small data sets are repeated until the run has seen this many examples."""
+    max_steps: int | None = Field(None, gt=0)
+    """Optimizer steps to run; overrides `epochs` when set."""
     batch_size: int = Field(1, gt=0)
     """Packed sequences per step (each holds up to `max_length` tokens)."""
     grad_accum: int = Field(1, gt=0)
     """Gradient accumulation steps."""
-    learning_rate: float = Field(2e-4, gt=0)
-    """Peak learning rate: ~1e-4..3e-3 for LoRA/QLoRA, ~1e-5..1e-4 for full fine-tuning."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate; null = by method and base size (defaults.py: 2e-4 for LoRA on 7B-class bases)."""
+    loraplus_lr_ratio: float | None = Field(None, gt=0)
+    """LoRA+: B matrices learn this many times faster than A (paper: 16); null = off (peft's LoRA+ optimizer)."""
+    neftune_noise_alpha: float | None = Field(None, gt=0)
+    """NEFTune: noise on the input embeddings while training (paper: 5); null = off."""
     lr_scheduler: str = "cosine"
     """Any transformers scheduler name (linear, cosine, constant...)."""
     warmup: float = Field(0.05, ge=0)
-    """Warm-up: a fraction of max_steps when < 1, else a step count."""
+    """Warm-up: a fraction of the run's steps when < 1, else a step count."""
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay."""
     max_length: int = Field(256, gt=8)
@@ -108,13 +124,31 @@ class TrainingSettings(_Strict):
     """Seed for weights init, data order and dropout: same seed, same run."""
     logging_steps: int = Field(10, gt=0)
     """Log loss (progress bar, TensorBoard, metrics.json) every N steps."""
-    save_steps: int = Field(100, gt=0)
-    """Write a resumable checkpoint every N steps."""
+    evals_per_run: int = Field(10, gt=0)
+    """Evaluate (held-out loss and the task metric on `eval.sample_size` examples) this many times per run."""
+    eval_steps: int | None = Field(None, gt=0)
+    """Evaluate every N steps instead; null = from `evals_per_run` (or `save_steps` when that is set)."""
+    early_stopping_patience: int | None = Field(3, gt=0)
+    """Stop after this many evaluations without a better score; null = run every step."""
+    load_best: bool = True
+    """Save the checkpoint with the best evaluation score (task metric, then held-out loss), not the last."""
+    save_steps: int | None = Field(None, gt=0)
+    """Write a resumable checkpoint every N steps; null = at every evaluation (must be a multiple of eval_steps
+    when `load_best` is on)."""
     save_total_limit: int | None = 2
     """Keep only the newest N checkpoints."""
     threads: int | None = None
     """CPU threads for torch; None = 1 for bases under 100M params on CPU (their ops are too small to
     split across threads: 1 thread ran the tiny base 5x faster on a busy 2-core machine), else torch's default."""
+
+
+    @model_validator(mode="after")
+    def _checkpoint_at_every_best(self):
+        """The Trainer would refuse this mid-setup; say it now, with the other problems, in our names."""
+        if self.load_best and self.eval_steps and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError(f"save_steps {self.save_steps} is not a multiple of eval_steps {self.eval_steps}; with "
+                             "load_best the best evaluation must have a checkpoint")
+        return self
 
 
 class EvalSettings(_Strict):
@@ -124,6 +158,9 @@ class EvalSettings(_Strict):
     """Greedy decoding budget; None = longest reference answer plus 8 tokens."""
     batch_size: int = Field(32, gt=0)
     """Prompts generated together."""
+    sample_size: int = Field(32, ge=0)
+    """Held-out examples generated at each evaluation during training (the progress bar's score and the
+    early-stopping signal); 0 = held-out loss only."""
 
 
 class TrainConfig(_Strict):
@@ -192,9 +229,16 @@ def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -
             and config.lora.target_modules not in TARGET_SETS:
         problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
                         f"use one of {sorted(TARGET_SETS)} or a list of module names")
+    if config is not None and config.method == "full":
+        problems += [f"{name}: applies to LoRA adapters; method full trains every weight (use lora or qlora)"
+                     for name, on in (("lora.init", config.lora.init != "default"),
+                                      ("lora.use_rslora", config.lora.use_rslora),
+                                      ("training.loraplus_lr_ratio", config.training.loraplus_lr_ratio))
+                     if on]
     if problems:
         raise ConfigError(source, problems)
     return config
+
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -45,11 +45,19 @@ class Loaded:
     trainer_args: dict
 
 
+# lora.init -> peft's `init_lora_weights`
+LORA_INITS = {"default": True, "gaussian": "gaussian", "pissa": "pissa", "olora": "olora"}
+# Inits that change the base weights in the training model: the saved adapter is converted back to
+# a plain LoRA (rank 2r) against the original base (peft `path_initial_model_for_weight_conversion`).
+CONVERTED_INITS = ("pissa", "olora")
+
+
 def _peft_config(cfg: TrainConfig):
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                      target_modules=cfg.lora.targets(), bias="none", task_type="CAUSAL_LM")
+                      target_modules=cfg.lora.targets(), bias="none", task_type="CAUSAL_LM",
+                      use_rslora=cfg.lora.use_rslora, init_lora_weights=LORA_INITS[cfg.lora.init])
 
 
 def _base_dtype():

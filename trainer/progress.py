@@ -16,10 +16,13 @@ from transformers import TrainerCallback
 
 
 class RichProgress(TrainerCallback):
-    """Progress bar with step, loss, tokens/s and ETA."""
+    """Progress bar with step, loss, the latest evaluation's score, tokens/s and ETA."""
 
-    def __init__(self, description: str = "training", console: Console | None = None) -> None:
+    def __init__(self, description: str = "training", console: Console | None = None,
+                 metric: str = "exact_match") -> None:
         self.description = description
+        self.metric = metric
+        self.score = ""
         self.console = console or Console(stderr=True)
         self.progress: Progress | None = None
         self.task = None
@@ -31,11 +34,12 @@ class RichProgress(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[tps]:,.0f} tok/s"),
+            TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[score]}"),
+            TextColumn("{task.fields[tps]:,.0f} tok/s"),
             TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False)
         self.progress.start()
         self.task = self.progress.add_task(self.description, total=state.max_steps, completed=state.global_step,
-                                           loss=float("nan"), tps=0.0)
+                                           loss=float("nan"), tps=0.0, score=self.score)
         self.t0, self.tokens0 = time.perf_counter(), state.num_input_tokens_seen
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -44,6 +48,17 @@ class RichProgress(TrainerCallback):
             self.tokens_per_s = (state.num_input_tokens_seen - self.tokens0) / dt
         if self.progress is not None:
             self.progress.update(self.task, completed=state.global_step, loss=self.loss, tps=self.tokens_per_s)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        """Runs after SampledMetric (callbacks run in order), so the task metric is there."""
+        if not metrics:
+            return
+        parts = [f"eval loss {metrics['eval_loss']:.3f}"] if "eval_loss" in metrics else []
+        if f"eval_{self.metric}" in metrics:
+            parts.append(f"{self.metric} {metrics[f'eval_{self.metric}']:.2f}")
+        self.score = " ".join(parts)
+        if self.progress is not None:
+            self.progress.update(self.task, score=self.score)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
@@ -62,6 +77,12 @@ def loss_curve(log_history: list[dict]) -> dict[str, list]:
     evals = [(e["step"], float(e["eval_loss"])) for e in log_history if "eval_loss" in e]
     return {"train_steps": [s for s, _ in train], "train_loss": [v for _, v in train],
             "eval_steps": [s for s, _ in evals], "eval_loss": [v for _, v in evals]}
+
+
+def eval_curve(log_history: list[dict]) -> list[dict]:
+    """Every evaluation during training: step, held-out loss and whatever task metric it logged."""
+    return [{k: v for k, v in e.items() if k == "step" or (k.startswith("eval_") and not k.endswith(
+        ("_runtime", "_per_second")))} for e in log_history if "eval_loss" in e]
 
 
 def plot_loss(curve: dict[str, list], out: Path, title: str) -> Path:

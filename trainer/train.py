@@ -22,9 +22,12 @@ from rich.console import Console
 from loramux.adapters.errors import InvalidRequest, LoramuxError
 from loramux.trainer.config import TrainConfig
 from loramux.trainer.data import Splits, load_splits
-from loramux.trainer.methods import METHODS, bf16_available, has_cuda, quantization_record
+from loramux.trainer.defaults import resolve
+from loramux.trainer.methods import CONVERTED_INITS, METHODS, bf16_available, has_cuda, quantization_record
 
 CHECKPOINTS = "checkpoints"
+INIT_ADAPTER = "init-adapter"
+"""PiSSA/OLoRA runs: the adapter as initialised, needed to convert the trained one to plain LoRA."""
 
 
 @dataclass
@@ -76,24 +79,59 @@ def param_counts(model) -> tuple[int, int]:
 
 
 def sft_args(cfg: TrainConfig, params_total: int, extra: dict):
-    """TRL SFTConfig from our recipe; our defaults differ from TRL's where it makes runs faster."""
+    """TRL SFTConfig from our recipe (size defaults already resolved, see defaults.resolve); our defaults
+    differ from TRL's where it makes runs faster, and evaluation during training is on (evalloop.py)."""
     from trl import SFTConfig
+
+    from loramux.trainer.evalloop import eval_schedule
 
     t = cfg.training
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else params_total >= 1e9
     bf16 = (t.bf16 if t.bf16 is not None else bf16_available()) and cfg.method != "qlora"
     return SFTConfig(
-        output_dir=str(cfg.output_dir / CHECKPOINTS), max_steps=t.max_steps,
+        output_dir=str(cfg.output_dir / CHECKPOINTS), max_steps=t.max_steps or -1, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup,  # < 1: a ratio (transformers 5)
-       
         weight_decay=t.weight_decay, max_length=t.max_length, packing=t.packing,
         assistant_only_loss=t.completion_only_loss, gradient_checkpointing=checkpointing, bf16=bf16,
-        seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps, save_steps=t.save_steps,
-        save_strategy="steps", save_total_limit=t.save_total_limit, report_to=["tensorboard"],
+        seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
+        report_to=["tensorboard"], neftune_noise_alpha=t.neftune_noise_alpha,
         disable_tqdm=True, include_num_input_tokens_seen="non_padding", use_cpu=not has_cuda(),
-        dataloader_num_workers=0, eval_strategy="no", per_device_eval_batch_size=max(t.batch_size, 4),
-        **extra)
+        dataloader_num_workers=0, per_device_eval_batch_size=max(t.batch_size, 4),
+        **eval_schedule(cfg), **extra)
+
+
+def _loraplus(trainer, cfg: TrainConfig):
+    """peft's LoRA+ optimizer (B matrices at `loraplus_lr_ratio` x the rate) in place of the Trainer's own."""
+    import torch
+    from peft.optimizers import create_loraplus_optimizer
+
+    cls = torch.optim.AdamW
+    if trainer.args.optim.startswith("paged_adamw"):
+        import bitsandbytes as bnb
+
+        cls = bnb.optim.PagedAdamW32bit
+    return create_loraplus_optimizer(trainer.model, cls, lr=cfg.training.learning_rate,
+                                     loraplus_lr_ratio=cfg.training.loraplus_lr_ratio,
+                                     weight_decay=cfg.training.weight_decay)
+
+
+def _save_initial(model, path: Path) -> None:
+    """The PiSSA/OLoRA adapter before training, saved as peft's conversion expects (init_lora_weights=True)."""
+    config = model.peft_config["default"]
+    init, config.init_lora_weights = config.init_lora_weights, True
+    try:
+        model.save_pretrained(str(path))
+    finally:
+        config.init_lora_weights = init
+
+
+def _best_eval(state) -> dict | None:
+    """The logged evaluation of the kept checkpoint."""
+    if not state.best_model_checkpoint:
+        return None
+    step = int(Path(state.best_model_checkpoint).name.removeprefix("checkpoint-"))
+    return next((e for e in state.log_history if e.get("step") == step and "eval_loss" in e), None)
 
 
 def _dataset(examples):
@@ -111,33 +149,70 @@ def quiet() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Console | None = None) -> dict:
-    """Train and save the artifact; returns the training half of metrics.json."""
+@dataclass
+class Built:
+    """A ready SFTTrainer and what the run around it needs."""
+
+    trainer: object
+    cfg: TrainConfig
+    """The recipe with rate, rank and length resolved for this base and data."""
+    length: object
+    """evalloop.RunLength: the plan, printed at the start."""
+    tokenizer: object
+    init_dir: Path | None = None
+
+
+def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = None) -> Built:
+    """Load the base for the method, tokenize and pack the data, wire evaluation; nothing trains yet."""
     import torch
-    from transformers import AutoTokenizer, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from loramux.trainer.progress import RichProgress, loss_curve
+    from loramux.trainer.evalloop import MIN_GAIN, RunLength, SampledMetric, run_length
+    from loramux.trainer.progress import RichProgress
 
     quiet()
     set_seed(cfg.training.seed)
-    checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
-    if resume and checkpoint is None:
-        (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
-                                                "starting from step 0")
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+    cfg = resolve(cfg, len(splits.train))
     loaded = METHODS[cfg.method](cfg)
     total = sum(p.numel() for p in loaded.model.parameters())
     threads = cfg.training.threads or (1 if total < 100e6 and not has_cuda() else None)
     if threads:
         torch.set_num_threads(threads)
     args = sft_args(cfg, total, loaded.trainer_args)
+    sample = splits.eval[:min(cfg.eval.sample_size, cfg.data.max_eval_examples)]
+    callbacks = [SampledMetric(AutoTokenizer.from_pretrained(cfg.base), sample, cfg.eval.metric,
+                               cfg.eval.batch_size, cfg.eval.max_new_tokens)]  # before the callbacks reading it
+    if cfg.training.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(cfg.training.early_stopping_patience, MIN_GAIN))
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(splits.train),
                              eval_dataset=_dataset(splits.eval), processing_class=tokenizer,
-                             peft_config=loaded.peft_config,
-                             callbacks=[RichProgress(f"{cfg.method} {cfg.output_dir.name}", console)])
+                             peft_config=loaded.peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces transformers' printing
+    length = RunLength(run_length(trainer, cfg), console)
+    trainer.add_callback(length)
+    trainer.add_callback(RichProgress(f"{cfg.method} {cfg.output_dir.name}", console, metric=cfg.eval.metric))
+    if cfg.training.loraplus_lr_ratio:
+        trainer.optimizer = _loraplus(trainer, cfg)
+    built = Built(trainer, cfg, length, tokenizer)
+    if cfg.method != "full" and cfg.lora.init in CONVERTED_INITS:
+        built.init_dir = cfg.output_dir / INIT_ADAPTER  # the adapter as initialised, for the conversion at save
+        _save_initial(trainer.model, built.init_dir)
+    return built
+
+
+def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Console | None = None) -> dict:
+    """Train and save the artifact; returns the training half of metrics.json."""
+    from loramux.trainer.progress import eval_curve, loss_curve
+
+    checkpoint = latest_checkpoint(cfg.output_dir) if resume else None
+    if resume and checkpoint is None:
+        (console or Console(stderr=True)).print(f"no complete checkpoint in {cfg.output_dir / CHECKPOINTS}; "
+                                                "starting from step 0")
+    built = build_trainer(cfg, splits, console)
+    trainer, cfg, length, tokenizer, init_dir = built.trainer, built.cfg, built.length, built.tokenizer, built.init_dir
     trainable, total = param_counts(trainer.model)
     start = time.perf_counter()
     tokens0 = 0
@@ -157,19 +232,26 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     tokens = trainer.state.num_input_tokens_seen - tokens0
     eval_loss = trainer.evaluate()["eval_loss"]
     artifact = cfg.output_dir / ("model" if cfg.method == "full" else "adapter")
-    trainer.save_model(str(artifact))
+    if init_dir is not None:
+        trainer.model.save_pretrained(str(artifact), path_initial_model_for_weight_conversion=str(init_dir))
+    else:
+        trainer.save_model(str(artifact))
     if cfg.method == "full":
         tokenizer.save_pretrained(artifact)
     metrics = {
         "method": cfg.method, "quantization": quantization_record(cfg), "steps": trainer.state.global_step,
+        "plan": length.record(), "learning_rate": cfg.training.learning_rate, "lora_r": cfg.lora.r,
+        "best_checkpoint": Path(trainer.state.best_model_checkpoint).name if trainer.state.best_model_checkpoint
+        else None, "best_eval": _best_eval(trainer.state), "evals": eval_curve(trainer.state.log_history),
         "resumed_from": checkpoint.name if checkpoint else None,
         "train_loss": result.training_loss, "eval_loss": eval_loss,
         "final_train_loss": next((e["loss"] for e in reversed(trainer.state.log_history) if "loss" in e), None),
         "tokens_per_s": tokens / wall if wall > 0 else 0.0, "train_tokens": tokens, "wall_time_s": wall,
         "peak_memory_mb": peak_memory_mb(), "trainable_params": trainable, "total_params": total,
         "trainable_pct": 100.0 * trainable / total, "loss_curve": loss_curve(trainer.state.log_history),
+        "optimizer_lrs": sorted({g.get("initial_lr", g["lr"]) for g in trainer.optimizer.param_groups}),
     }
-    del trainer, loaded
+    del trainer, built
     gc.collect()
     return metrics
 
@@ -208,6 +290,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
         raise InvalidRequest(f"base: no config.json in {cfg.base}", param="base")
     splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
                          seed=cfg.training.seed)
+    cfg = resolve(cfg, len(splits.train))  # rate, rank and length for this base and data, in config.json
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
     metrics = fit(cfg, splits, resume=resume, console=console)
@@ -222,3 +305,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
     plot_loss(metrics["loss_curve"], cfg.output_dir / "loss.png",
               f"{cfg.method}: {cfg.eval.metric} {metrics['score']:.2f}")
     return TrainResult(output_dir=cfg.output_dir, artifact=artifact, metrics=metrics)
+
+
+def planned_length(cfg: TrainConfig):
+    """The run's length (evalloop.Length: steps, epochs, tokens) for this recipe and data, without training."""
+    splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
+                         seed=cfg.training.seed)
+    built = build_trainer(cfg, splits, Console(stderr=True, quiet=True))
+    length = built.length.length
+    del built
+    gc.collect()
+    return length

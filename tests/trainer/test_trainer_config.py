@@ -49,3 +49,48 @@ def test_all_config_problems_are_reported_together(tmp_path):
 def test_unknown_target_set_is_refused():
     with pytest.raises(ConfigError, match="target_modules"):
         load_config(RECIPES_DIR / "lora.yaml", ["lora.target_modules=everything"])
+
+
+def test_shipped_lora_recipes_leave_length_rate_and_rank_to_the_rules():
+    from loramux.trainer.defaults import resolve
+
+    for name in ("lora", "qlora"):
+        cfg = load_config(RECIPES_DIR / f"{name}.yaml", ["base=/some/base"])
+        t = cfg.training
+        assert (t.epochs, t.max_steps, t.learning_rate, cfg.lora.r, cfg.lora.alpha) == (None, None, None, None, None)
+        assert t.load_best and t.early_stopping_patience and cfg.eval.sample_size > 0
+        tiny = resolve(cfg, n_train=240, params=5e6).training
+        big = resolve(cfg, n_train=240, params=7e9)
+        assert (tiny.learning_rate, tiny.epochs) == (3e-3, 13)
+        assert (big.training.learning_rate, big.lora.r, big.lora.alpha) == (2e-4, 16, 32)
+    full = resolve(load_config(RECIPES_DIR / "full.yaml", ["base=/some/base"]), n_train=5000, params=7e9)
+    assert (full.training.learning_rate, full.training.epochs) == (1e-5, 3)
+
+
+def test_explicit_values_win_over_the_rules():
+    from loramux.trainer.defaults import resolve
+
+    cfg = load_config(RECIPES_DIR / "lora.yaml", ["base=/b", "training.learning_rate=1e-4", "lora.r=4",
+                                                  "training.epochs=2"])
+    got = resolve(cfg, n_train=240, params=5e6)
+    assert (got.training.learning_rate, got.lora.r, got.lora.alpha, got.training.epochs) == (1e-4, 4, 8, 2)
+
+
+def test_new_flags_are_checked_with_every_other_problem():
+    with pytest.raises(ConfigError) as e:
+        load_config(RECIPES_DIR / "lora.yaml", ["lora.init=svd", "training.loraplus_lr_ratio=0",
+                                                "training.neftune_noise_alpha=-1", "eval.sample_size=-1"])
+    msg = e.value.message
+    for needle in ("lora.init", "training.loraplus_lr_ratio", "training.neftune_noise_alpha", "eval.sample_size"):
+        assert needle in msg, msg
+    # a schedule the Trainer would refuse after loading the model is refused up front, with the rest
+    with pytest.raises(ConfigError) as e:
+        load_config(RECIPES_DIR / "lora.yaml", ["training.eval_steps=7", "training.save_steps=10", "lora.init=svd"])
+    assert len(e.value.problems) == 2 and "save_steps 10 is not a multiple of eval_steps 7" in e.value.message
+
+
+def test_lora_only_flags_are_refused_for_full_fine_tuning():
+    with pytest.raises(ConfigError) as e:
+        load_config(RECIPES_DIR / "full.yaml", ["lora.init=pissa", "lora.use_rslora=true",
+                                                "training.loraplus_lr_ratio=16"])
+    assert len(e.value.problems) == 3 and all("method full" in p for p in e.value.problems)

@@ -23,7 +23,8 @@ def _overrides(tiny_base, demo_data, out):
     train_file, held = demo_data["pirate"]
     return [f"base={tiny_base}", f"data.train={train_file}", f"data.eval={held}", f"output_dir={out}",
             f"training.max_steps={STEPS}", f"training.save_steps={EVERY}", "training.logging_steps=1",
-            "training.save_total_limit=null", "data.max_eval_examples=4", *FAST]
+            "training.save_total_limit=null", "data.max_eval_examples=4", "eval.sample_size=4",
+            "training.early_stopping_patience=null", *FAST]
 
 
 def test_resume_after_kill_9_gives_the_same_loss_curve(tiny_base, demo_data, tmp_path):

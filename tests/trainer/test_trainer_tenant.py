@@ -18,7 +18,7 @@ FAST = ["training.threads=1"]  # as in conftest.py: one thread is fastest on a b
 
 def test_published_manifest_records_data_hash_scores_and_method(lora_tenant, store):
     mf = lora_tenant.manifest
-    assert (mf.tenant, mf.name, mf.method, mf.rank) == ("demo", "pirate", "lora", 8)
+    assert (mf.tenant, mf.name, mf.method, mf.rank) == ("demo", "pirate", "lora", 16)  # the size rule's r
     assert mf.data_hash == lora_tenant.metrics["data_hash"] and mf.data_hash.startswith("sha256:")
     assert mf.eval_scores["exact_match"] >= 0.95 and mf.eval_scores["base_exact_match"] <= 0.05
     s = open_store(str(store))

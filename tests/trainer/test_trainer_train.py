@@ -37,10 +37,11 @@ def test_run_leaves_metrics_loss_curve_tensorboard_and_checkpoints(fixture, requ
 
 def test_trainable_parameters_are_the_lora_matrices_only(lora_tenant, tiny_base):
     m = lora_tenant.metrics
-    # r=8 on all seven linears of 4 layers: 8 * (in + out) summed over the tiny base's shapes.
-    per_layer = 8 * ((256 + 256) + (256 + 128) * 2 + (256 + 256) + (256 + 688) * 2 + (688 + 256))
+    # the size rule's r=16 on all seven linears of 4 layers: 16 * (in + out) over the tiny base's shapes.
+    per_layer = 16 * ((256 + 256) + (256 + 128) * 2 + (256 + 256) + (256 + 688) * 2 + (688 + 256))
     assert m["trainable_params"] == 4 * per_layer
-    assert 3 < m["trainable_pct"] < 4
+    assert m["lora_r"] == 16 and m["learning_rate"] == 3e-3  # defaults.py's rule for bases under 200M
+    assert 6 < m["trainable_pct"] < 8
 
 
 def test_qlora_records_its_quantization_and_saves_plain_lora_tensors(qlora_tenant, store):

@@ -1,0 +1,128 @@
+"""Evaluation while training and the run's length, on top of transformers' own machinery.
+
+The Trainer evaluates held-out loss every `eval_steps` (eval_strategy="steps"), keeps the best
+checkpoint (load_best_model_at_end) and stops early (EarlyStoppingCallback). `SampledMetric`
+adds the task metric on a small held-out sample to those evaluations, and the objective they
+rank checkpoints by: the metric first, held-out loss breaking ties (a flat 0% early in a run
+still improves through the loss, so patience does not run out before the metric can rise).
+`RunLength` says up front how many steps and tokens the run will do, then how long it will take.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+from rich.console import Console
+from transformers import TrainerCallback
+
+from loramux.trainer.config import TrainConfig
+from loramux.trainer.data import Example
+
+OBJECTIVE = "objective"
+"""Key (eval_objective) the best checkpoint and early stopping are decided by."""
+LOSS_WEIGHT = 1e-3
+"""Loss's weight in the objective: below one example's share of any sample of <= 200, so it only breaks ties."""
+MIN_GAIN = 0.01 * LOSS_WEIGHT
+"""An evaluation counts as better (early stopping) when the metric rises or the loss drops by 0.01 nats."""
+
+
+def eval_schedule(cfg: TrainConfig) -> dict:
+    """SFTConfig fields for evaluation, checkpointing and best-checkpoint selection."""
+    t = cfg.training
+    every = t.eval_steps or t.save_steps or 1.0 / t.evals_per_run  # < 1: a ratio of the run's steps
+    save = t.save_steps or every
+    out = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": save,
+           "load_best_model_at_end": t.load_best}
+    if t.load_best or t.early_stopping_patience:
+        sampled = cfg.eval.sample_size > 0
+        out |= {"metric_for_best_model": f"eval_{OBJECTIVE}" if sampled else "eval_loss",
+                "greater_is_better": sampled}
+    return out
+
+
+class SampledMetric(TrainerCallback):
+    """At each evaluation, greedy-generate `examples` with the training model and score them."""
+
+    def __init__(self, tokenizer, examples: list[Example], metric: str, batch_size: int,
+                 max_new_tokens: int | None) -> None:
+        self.tokenizer, self.examples, self.metric = tokenizer, examples, metric
+        self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
+
+    def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
+        import torch
+
+        from loramux.trainer import evaluate as ev
+
+        if not self.examples or metrics is None or model is None:
+            return
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            s = ev.score(model, self.tokenizer, self.examples, metric=self.metric, batch_size=self.batch_size,
+                         max_new_tokens=self.max_new_tokens)[self.metric]
+        model.train(was_training)
+        added = {f"eval_{self.metric}": s, f"eval_{OBJECTIVE}": s - LOSS_WEIGHT * metrics.get("eval_loss", 0.0)}
+        metrics.update(added)
+        if state.log_history and "eval_loss" in state.log_history[-1]:
+            state.log_history[-1].update(added)  # the Trainer logged before callbacks ran
+
+
+@dataclass
+class Length:
+    """How long a run will be, known once the data is tokenized and packed."""
+
+    steps: int
+    epochs: float
+    steps_per_epoch: int
+    sequences: int
+    tokens: int
+    """Training tokens the run will see (non-padding)."""
+    eval_every: int
+
+    def line(self) -> str:
+        return (f"plan: {self.steps} steps ({self.epochs:.2g} epochs of {self.steps_per_epoch} steps, "
+                f"{self.sequences} sequences), ~{self.tokens:,} tokens; evaluating every {self.eval_every} steps")
+
+
+def run_length(trainer, cfg: TrainConfig) -> Length:
+    """Steps and tokens from the packed training set, as the Trainer will count them."""
+    t = cfg.training
+    ds = trainer.train_dataset
+    per_step = t.batch_size * t.grad_accum
+    sequences = len(ds)
+    per_epoch = max(1, math.ceil(sequences / per_step))
+    tokens_epoch = sum(len(ids) for ids in ds["input_ids"])
+    steps = t.max_steps or math.ceil(t.epochs * per_epoch)
+    every = trainer.args.eval_steps
+    every = every if every >= 1 else max(1, math.ceil(every * steps))
+    return Length(steps=steps, epochs=steps / per_epoch, steps_per_epoch=per_epoch, sequences=sequences,
+                  tokens=round(tokens_epoch * steps / per_epoch), eval_every=int(every))
+
+
+class RunLength(TrainerCallback):
+    """Prints the plan at the start and, once a few steps are measured, about how long the run takes."""
+
+    def __init__(self, length: Length, console: Console | None, measure_steps: int = 20) -> None:
+        self.length, self.console, self.measure_steps = length, console or Console(stderr=True), measure_steps
+        self.t0, self.step0, self.estimate_s = 0.0, 0, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.console.print(self.length.line(), highlight=False, soft_wrap=True)
+        self.t0, self.step0 = time.perf_counter(), state.global_step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        done = state.global_step - self.step0
+        if self.estimate_s is None and done >= min(self.measure_steps, state.max_steps - self.step0):
+            per_step = (time.perf_counter() - self.t0) / max(done, 1)
+            self.estimate_s = per_step * (state.max_steps - self.step0)
+            self.console.print(f"plan: about {_duration(self.estimate_s)} for {state.max_steps - self.step0} steps "
+                               "(less if it stops early)", highlight=False, soft_wrap=True)
+
+    def record(self) -> dict:
+        return {**asdict(self.length), "estimated_s": self.estimate_s}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
