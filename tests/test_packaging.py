@@ -73,3 +73,20 @@ def test_server_imports_go_one_way():
         assert unit in layer, f"put server/{unit} in a layer of SERVER_LAYERS"
         bad += [f"{py.relative_to(ROOT)} imports {u}" for u in _server_units(py) - {unit} if layer[u] >= layer[unit]]
     assert not bad, bad
+
+
+def test_trainer_asks_the_method_record_not_the_name():
+    """`cfg.method == "qlora"` and friends live only in trainer/methods.py's records."""
+    names = {"lora", "qlora", "full"}
+    bad = []
+    for py in (ROOT / "trainer").rglob("*.py"):
+        if py.name == "methods.py":
+            continue
+        for node in ast.walk(ast.parse(py.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                on_method = any(isinstance(x, ast.Attribute) and x.attr == "method" or
+                                isinstance(x, ast.Name) and x.id == "method" for x in sides)
+                if on_method and any(isinstance(x, ast.Constant) and x.value in names for x in sides):
+                    bad.append(f"{py.relative_to(ROOT)}:{node.lineno}")
+    assert not bad, bad

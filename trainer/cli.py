@@ -21,6 +21,7 @@ from loramux.adapters.cli_errors import Typer
 from loramux.adapters.errors import LoramuxError
 from loramux.adapters.logs import LEVELS, configure_logging
 from loramux.trainer.config import load_config, recipe_path
+from loramux.trainer.methods import METHODS
 
 app = Typer(help="Turn a tenant's data into a checked, registered adapter.")
 out, err = Console(), Console(stderr=True)
@@ -68,7 +69,7 @@ def train(
     cfg = load_config(recipe_path(config), overrides or [])
     result = run(cfg, resume=resume, console=err)
     out.print(_summary(result.metrics))
-    out.print(f"{'adapter' if cfg.method != 'full' else 'model'}: {result.artifact}\n"
+    out.print(f"{METHODS[cfg.method].artifact}: {result.artifact}\n"
               f"metrics: {result.output_dir / 'metrics.json'}  loss curve: {result.output_dir / 'loss.png'}")
 
 

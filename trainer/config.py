@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.shapes import TARGET_SETS
+from loramux.trainer.methods import METHODS
 
 Method = Literal["lora", "qlora", "full"]
 
@@ -154,6 +155,15 @@ class TrainingSettings(_Strict):
 class EvalSettings(_Strict):
     metric: str = "exact_match"
     """Score on the held-out set: exact_match or contains (see loramux.trainer.evaluate.METRICS)."""
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, v: str) -> str:
+        from loramux.trainer.evaluate import METRICS
+
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}; use one of {sorted(METRICS)}")
+        return v
     max_new_tokens: int | None = None
     """Greedy decoding budget; None = longest reference answer plus 8 tokens."""
     batch_size: int = Field(32, gt=0)
@@ -229,8 +239,9 @@ def build_config(raw: dict, overrides: list[str] = (), source: str = "config") -
             and config.lora.target_modules not in TARGET_SETS:
         problems.append(f"lora.target_modules: unknown set {config.lora.target_modules!r}; "
                         f"use one of {sorted(TARGET_SETS)} or a list of module names")
-    if config is not None and config.method == "full":
-        problems += [f"{name}: applies to LoRA adapters; method full trains every weight (use lora or qlora)"
+    if config is not None and not METHODS[config.method].adapter:
+        problems += [f"{name}: applies to LoRA adapters; method {config.method} trains every weight "
+                     f"(use one of {[m.name for m in METHODS.values() if m.adapter]})"
                      for name, on in (("lora.init", config.lora.init != "default"),
                                       ("lora.use_rslora", config.lora.use_rslora),
                                       ("training.loraplus_lr_ratio", config.training.loraplus_lr_ratio))

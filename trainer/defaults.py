@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from loramux.trainer.methods import METHODS
+
 if TYPE_CHECKING:
     from loramux.trainer.config import TrainConfig
 
@@ -67,7 +69,7 @@ def resolve(cfg: TrainConfig, n_train: int | None = None, params: int | None = N
     """`cfg` with every size-dependent default (null in the recipe) filled in for this base and data."""
     t = cfg.training
     rule = rule_for(base_params(cfg.base) if params is None else params)
-    lr = t.learning_rate or (rule.full_lr if cfg.method == "full" else rule.lora_lr)
+    lr = t.learning_rate or (rule.lora_lr if METHODS[cfg.method].adapter else rule.full_lr)
     epochs = t.epochs or (auto_epochs(n_train, t.min_examples) if n_train else None)
     r = cfg.lora.r or rule.r
     alpha = cfg.lora.alpha if cfg.lora.alpha is not None else 2.0 * r

@@ -1,4 +1,5 @@
-"""How each method loads the base and what it trains: a name -> Method registry.
+"""Training methods as records: how each loads the base, what it trains and produces, what it
+costs in memory. Code elsewhere asks the record (`METHODS[cfg.method]`), never the name.
 
 QLoRA on CPU: bitsandbytes' AVX512-BF16 inference path repacks 4-bit weights in place on a
 no-grad forward, which breaks training and asserts on layer widths that are not multiples
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from loramux.adapters.shapes import BaseShape
     from loramux.trainer.config import TrainConfig
 
 
@@ -101,16 +103,59 @@ def load_full(cfg: TrainConfig) -> Loaded:
     return Loaded(model, None, {})
 
 
-METHODS: dict[str, Callable[[TrainConfig], Loaded]] = {
-    "lora": load_lora,
-    "qlora": load_qlora,
-    "full": load_full,
-}
+def _full_weights(s: BaseShape, trainable: int, double_quant: bool) -> float:
+    """Every weight in 16 bit, trained in place."""
+    return 2 * s.params
+
+
+def _lora_weights(s: BaseShape, trainable: int, double_quant: bool) -> float:
+    """Frozen 16-bit weights plus fp32 LoRA factors."""
+    return 2 * s.params + 4 * trainable
+
+
+def _nf4_weights(s: BaseShape, trainable: int, double_quant: bool) -> float:
+    """NF4 linears (+ quantization constants), embeddings and norms in 16 bit, fp32 LoRA factors."""
+    frozen_other = s.params - s.linear_params
+    return (0.5 + (0.016 if double_quant else 0.0625)) * s.linear_params + 2 * frozen_other + 4 * trainable
+
+
+@dataclass(frozen=True)
+class TrainingMethod:
+    name: str
+    load: Callable[[TrainConfig], Loaded]
+    adapter: bool  # trains LoRA factors (lora.* applies); False: every weight, a full model
+    quantized: bool  # a 4-bit base: no bf16 autocast, the 4-bit settings are recorded
+    weights_bytes: Callable[[BaseShape, int, bool], float]  # (shape, trainable params, double quant)
+    grad_bytes: int  # per trainable parameter (AdamW's m and v add 8 more)
+    describe: str  # what `trainer plan` says about its memory
+
+    @property
+    def artifact(self) -> str:
+        """The run folder's output: a PEFT adapter, or a whole model."""
+        return "adapter" if self.adapter else "model"
+
+    @property
+    def publishable(self) -> bool:
+        """The registry serves adapters; a full model is deployed as a base."""
+        return self.adapter
+
+    def trainable(self, s: BaseShape, r: int, targets: list[str]) -> int:
+        return s.lora_params(r, targets) if self.adapter else s.params
+
+
+METHODS: dict[str, TrainingMethod] = {m.name: m for m in (  # the order `trainer plan` lists them in
+    TrainingMethod("full", load_full, adapter=False, quantized=False, weights_bytes=_full_weights, grad_bytes=2,
+                   describe="bf16 weights/grads, fp32 AdamW"),
+    TrainingMethod("lora", load_lora, adapter=True, quantized=False, weights_bytes=_lora_weights, grad_bytes=4,
+                   describe=""),
+    TrainingMethod("qlora", load_qlora, adapter=True, quantized=True, weights_bytes=_nf4_weights, grad_bytes=4,
+                   describe="NF4"),
+)}
 
 
 def quantization_record(cfg: TrainConfig) -> dict:
-    """What the run records about quantization (metrics.json, compare table)."""
-    if cfg.method != "qlora":
+    """What the run records about quantization (metrics.json, compare table); empty unless 4-bit."""
+    if not METHODS[cfg.method].quantized:
         return {}
     return {"bits": 4, "quant_type": cfg.quant.quant_type, "double_quant": cfg.quant.double_quant,
             "compute_dtype": str(compute_dtype(cfg.quant.compute_dtype)).removeprefix("torch.")}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.shapes import TARGET_SETS, BaseShape
+from loramux.trainer.methods import METHODS
 
 GiB = 2**30
 _UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
@@ -73,19 +74,12 @@ def activations(s: BaseShape, tokens: int, checkpointing: bool) -> float:
 
 def estimate(s: BaseShape, method: str, *, r: int, targets: list[str], tokens: int, checkpointing: bool,
              double_quant: bool = True) -> Estimate:
-    act = activations(s, tokens, checkpointing)
-    if method == "full":
-        n = s.params
-        return Estimate("full", n, 2 * n, 2 * n, 8 * n, act, checkpointing, "bf16 weights/grads, fp32 AdamW")
-    t = s.lora_params(r, targets)
-    if method == "lora":
-        weights = 2 * s.params + 4 * t
-        note = f"r={r} on {','.join(targets)}"
-    else:
-        frozen_other = s.params - s.linear_params
-        weights = (0.5 + (0.016 if double_quant else 0.0625)) * s.linear_params + 2 * frozen_other + 4 * t
-        note = f"NF4{' + double quant' if double_quant else ''}, r={r} on {','.join(targets)}"
-    return Estimate(method, t, weights, 4 * t, 8 * t, act, checkpointing, note)
+    m = METHODS[method]
+    t = m.trainable(s, r, targets)
+    memory = m.describe + (" + double quant" if m.quantized and double_quant else "")
+    note = ", ".join(x for x in (memory, m.adapter and f"r={r} on {','.join(targets)}") if x)
+    return Estimate(method, t, m.weights_bytes(s, t, double_quant), m.grad_bytes * t, 8 * t,
+                    activations(s, tokens, checkpointing), checkpointing, note)
 
 
 def recommend_lora(examples: int) -> tuple[int, str]:
@@ -120,7 +114,7 @@ def make_plan(base: str | Path, *, gpu_mem: int, examples: int, seq_len: int = 2
     tokens = seq_len * batch_size
     budget = gpu_mem * headroom
     plan = Plan(s, gpu_mem)
-    for method in ("full", "lora", "qlora"):
+    for method in METHODS:
         e = estimate(s, method, r=r, targets=names, tokens=tokens, checkpointing=False)
         if e.total > budget:
             e = estimate(s, method, r=r, targets=names, tokens=tokens, checkpointing=True)

@@ -21,10 +21,9 @@ from loramux.adapters.names import check_segment
 from loramux.adapters.registry import publish
 from loramux.adapters.settings import StoreSettings
 from loramux.trainer.config import TrainConfig
-from loramux.trainer.methods import quantization_record
+from loramux.trainer.methods import METHODS, quantization_record
 from loramux.trainer.train import train
 
-PUBLISHABLE = ("lora", "qlora")
 
 
 class GateFailed(LoramuxError):
@@ -93,8 +92,9 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: StoreSettings
             check_segment(value, label)
         except InvalidRequest as e:
             problems.append(e.message)
-    if cfg.method not in PUBLISHABLE:
-        problems.append(f"method {cfg.method!r} makes a full model, not an adapter; use one of {PUBLISHABLE}")
+    if not METHODS[cfg.method].publishable:
+        usable = [m.name for m in METHODS.values() if m.publishable]
+        problems.append(f"method {cfg.method!r} makes a full model, not an adapter; use one of {usable}")
     if problems:  # before any training: fail in seconds, not after an hour
         raise InvalidRequest("; ".join(problems), param="tenant")
     adapter_store = StoreSettings.of(store).open()
@@ -112,7 +112,7 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: StoreSettings
               "forgetting": m["forgetting"]}
     published = publish(adapter_store, result.artifact, tenant=tenant, name=name, base=base,
                         method=cfg.method, data_hash=m["data_hash"], eval_scores=scores, aliases=aliases,
-                        quantization=quantization_record(cfg) if cfg.method == "qlora" else None)
+                        quantization=quantization_record(cfg) or None)
     out = AddTenantResult(published.manifest, m, result.output_dir, [p.message for p in published.warnings])
     if server:
         path = adapter_store.fetch(published.manifest)

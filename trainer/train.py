@@ -87,7 +87,7 @@ def sft_args(cfg: TrainConfig, params_total: int, extra: dict):
 
     t = cfg.training
     checkpointing = t.gradient_checkpointing if t.gradient_checkpointing is not None else params_total >= 1e9
-    bf16 = (t.bf16 if t.bf16 is not None else bf16_available()) and cfg.method != "qlora"
+    bf16 = (t.bf16 if t.bf16 is not None else bf16_available()) and not METHODS[cfg.method].quantized
     return SFTConfig(
         output_dir=str(cfg.output_dir / CHECKPOINTS), max_steps=t.max_steps or -1, num_train_epochs=t.epochs,
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
@@ -197,7 +197,7 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     if cfg.training.loraplus_lr_ratio:
         trainer.optimizer = _loraplus(trainer, cfg)
     built = Built(trainer, cfg, length, tokenizer)
-    if cfg.method != "full" and cfg.lora.init in CONVERTED_INITS:
+    if METHODS[cfg.method].adapter and cfg.lora.init in CONVERTED_INITS:
         built.init_dir = cfg.output_dir / INIT_ADAPTER  # the adapter as initialised, for the conversion at save
         _save_initial(trainer.model, built.init_dir)
     return built
@@ -231,12 +231,12 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
     wall = time.perf_counter() - start
     tokens = trainer.state.num_input_tokens_seen - tokens0
     eval_loss = trainer.evaluate()["eval_loss"]
-    artifact = cfg.output_dir / ("model" if cfg.method == "full" else "adapter")
+    artifact = cfg.output_dir / METHODS[cfg.method].artifact
     if init_dir is not None:
         trainer.model.save_pretrained(str(artifact), path_initial_model_for_weight_conversion=str(init_dir))
     else:
         trainer.save_model(str(artifact))
-    if cfg.method == "full":
+    if not METHODS[cfg.method].adapter:  # a whole model folder: loadable on its own
         tokenizer.save_pretrained(artifact)
     metrics = {
         "method": cfg.method, "quantization": quantization_record(cfg), "steps": trainer.state.global_step,
@@ -266,7 +266,7 @@ def evaluate_run(cfg: TrainConfig, splits: Splits, artifact: Path, *, with_base:
     examples = splits.eval[:cfg.data.max_eval_examples]
     general = ev.general_texts(cfg.data.general)
     opts = {"metric": cfg.eval.metric, "max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
-    full = cfg.method == "full"
+    full = not METHODS[cfg.method].adapter
     tuned = ev.load_model(cfg.base, adapter=None if full else artifact, full=artifact if full else None)
     out = {"metric": cfg.eval.metric, "eval": ev.score(tuned, tokenizer, examples, **opts),
            "general_nll": ev.mean_nll(tuned, tokenizer, general)}
@@ -294,7 +294,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
     metrics = fit(cfg, splits, resume=resume, console=console)
-    artifact = cfg.output_dir / ("model" if cfg.method == "full" else "adapter")
+    artifact = cfg.output_dir / METHODS[cfg.method].artifact
     metrics.update(evaluate_run(cfg, splits, artifact, with_base=with_base))
     metrics["score"] = metrics["eval"][cfg.eval.metric]
     metrics["base_score"] = metrics["base_eval"][cfg.eval.metric] if with_base else None

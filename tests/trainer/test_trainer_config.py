@@ -94,3 +94,12 @@ def test_lora_only_flags_are_refused_for_full_fine_tuning():
         load_config(RECIPES_DIR / "full.yaml", ["lora.init=pissa", "lora.use_rslora=true",
                                                 "training.loraplus_lr_ratio=16"])
     assert len(e.value.problems) == 3 and all("method full" in p for p in e.value.problems)
+
+
+def test_a_metric_typo_fails_when_the_config_loads_not_after_training():
+    from loramux.trainer.config import recipe_path
+
+    with pytest.raises(ConfigError) as err:
+        load_config(recipe_path("lora"), ["eval.metric=exact_mach", "training.seed=x"])
+    assert "eval.metric" in str(err.value) and "exact_match" in str(err.value)
+    assert "training.seed" in str(err.value)  # with every other problem
