@@ -13,6 +13,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import shutil
 import tempfile
 from collections import Counter, defaultdict
@@ -24,7 +25,7 @@ from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
 from loramux.adapters.merge import MERGES, merge_adapters, merged_name
 from loramux.adapters.names import AdapterRef
 from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
-from loramux.adapters.registry import Resolved, Resolver
+from loramux.adapters.registry import Resolved, Resolver, within
 from loramux.adapters.store.base import not_found
 from loramux.adapters.validation import validate_adapter
 
@@ -263,6 +264,15 @@ class AdapterCatalog:
         if handle is None:
             raise NotFound(not_found(name).message, param="lora_name")
         await self._retire(handle)
+
+    def admissible_path(self, path: Path) -> Path:
+        """An admin-given folder, if it lies inside the registry or an allowed folder (symlinks resolved)."""
+        roots = [*self.settings.admin_paths, *([self.resolver.root] if self.resolver else [])]
+        for root in roots:
+            if (real := within(Path(os.path.realpath(root)), path)) is not None:
+                return real
+        raise InvalidRequest(f"{path} is outside the folders this server loads adapters from; start it with "
+                             "--admin-path FOLDER (or serve that registry with --registry)", param="lora_path")
 
     def refresh(self) -> None:
         """Forget cached alias answers: the next request reads the registry (admin, after a move)."""

@@ -41,6 +41,8 @@ class ServerSettings(BaseSettings):
     """Port to listen on."""
     admin_key: str | None = None
     """Bearer key for the adapter admin endpoints; admin is disabled without one."""
+    admin_paths: list[Path] = Field(default_factory=list)
+    """Folders the admin API may load adapter folders from, besides the registry."""
     log_level: LogLevel = "warning"
     """debug | info | warning | error; below warning, the libraries' own start-up chatter shows too."""
 

@@ -43,7 +43,7 @@ Admin = Annotated[None, Depends(require_admin)]
 @router.post("/v1/load_lora_adapter")
 async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
     if body.lora_path is not None:
-        handle = await catalog.load(body.lora_name, Path(body.lora_path))
+        handle = await catalog.load(body.lora_name, catalog.admissible_path(Path(body.lora_path)))
     else:  # a registry name: forget cached alias answers, load what it names now
         catalog.refresh()
         handle = await catalog.acquire(body.lora_name)

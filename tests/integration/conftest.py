@@ -77,6 +77,7 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_fa
     cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(tiny_base),
            "--served-name", "tiny", "--dtype", "float32", "--port", str(port),
            "--registry", str(registry.root), "--refresh-s", "0",
+           "--admin-path", str(tmp_path_factory.getbasetemp()),  # the tests' adapters and merges
            # as many slots as adapters: the last slot is always occupied, so a leak shows
            "--max-loras", str(len(adapter_dirs)),
            "--admin-key", admin_key]

@@ -30,7 +30,7 @@ def engine() -> FakeEngine:
 
 @pytest.fixture
 def client(engine: FakeEngine, adapter_dir: Path, tiny_base: Path):
-    settings = ServerSettings(base=tiny_base, served_name="tiny", admin_key=ADMIN,
+    settings = ServerSettings(base=tiny_base, served_name="tiny", admin_key=ADMIN, admin_paths=[adapter_dir.parent],
                               adapters={"acme/support": adapter_dir, "globex/sales": adapter_dir})
 
     async def factory(_):
@@ -176,6 +176,19 @@ def test_admin_rejects_unsafe_names(client: TestClient, adapter_dir: Path):
     r = client.post("/v1/load_lora_adapter", json={"lora_name": "../etc", "lora_path": str(adapter_dir)},
                     headers=auth)
     assert r.status_code == 400
+
+
+def test_admin_loads_only_from_allowed_folders(client: TestClient, adapter_dir: Path, tmp_path: Path):
+    import shutil
+
+    auth = {"Authorization": f"Bearer {ADMIN}"}
+    outside = tmp_path / "copy"
+    shutil.copytree(adapter_dir, outside)
+    escape = adapter_dir.parent / f"link-{tmp_path.name}"
+    escape.symlink_to(outside)  # inside the allowed folder by name, outside by its real path
+    for path in (outside, escape, Path("/etc")):
+        r = client.post("/v1/load_lora_adapter", json={"lora_name": "initech/x", "lora_path": str(path)}, headers=auth)
+        assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path" and "--admin-path" in r.text, path
 
 
 def test_no_500_on_client_mistakes(client: TestClient):
