@@ -185,10 +185,12 @@ class AdapterCatalog:
                               routing_key: str | None) -> AdapterHandle:
         if merge not in MERGES:
             raise InvalidRequest(f"unknown merge {merge!r}; use one of {', '.join(MERGES)}", param="merge")
-        inputs = [await self.acquire(name, routing_key) for name, _ in parts]  # the versions the parts name now
+        inputs: list[AdapterHandle] = []  # the versions the parts name now, held while merging
         try:
-            if any(h is None for h in inputs):
-                raise InvalidRequest("a merge combines adapters; the base is always under them", param="model")
+            for name, _ in parts:
+                if (h := await self.acquire(name, routing_key)) is None:
+                    raise InvalidRequest("a merge combines adapters; the base is always under them", param="model")
+                inputs.append(h)
             key = merged_name([h.version for h in inputs], [w for _, w in parts], merge)
             handle = self._versions.get(key) or await self._single_flight(
                 ("merge", key), lambda: self._load_merged(label, key, inputs, [w for _, w in parts], merge))
