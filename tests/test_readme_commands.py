@@ -4,6 +4,7 @@ then the README's example client code against every demo model. `make test-readm
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -51,7 +52,8 @@ def test_make_serve_then_the_readme_example_answers_from_every_demo_model(tmp_pa
         assert "loramux is serving tiny, demo/pirate and demo/robot" in terminal
         assert not [n for n in NOISE if n in terminal], terminal
     finally:
-        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends
+        with contextlib.suppress(ProcessLookupError):  # it may have exited already (then the error above says why)
+            os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

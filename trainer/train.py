@@ -175,7 +175,7 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     set_seed(cfg.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     cfg = resolve(cfg, len(splits.train))
-    loaded = METHODS[cfg.method](cfg)
+    loaded = METHODS[cfg.method].load(cfg)
     total = sum(p.numel() for p in loaded.model.parameters())
     threads = cfg.training.threads or (1 if total < 100e6 and not has_cuda() else None)
     if threads:

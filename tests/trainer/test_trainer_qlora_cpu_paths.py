@@ -10,6 +10,8 @@ silently breaks training: the "no-grad forward before training" trap).
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -46,10 +48,10 @@ def no_grad_forward_before_training(monkeypatch):
     from loramux.trainer import methods
 
     seen: list[bool] = []
-    load = methods.METHODS["qlora"]
+    qlora = methods.METHODS["qlora"]
 
     def load_and_run(cfg):
-        loaded = load(cfg)
+        loaded = qlora.load(cfg)
         loaded.model.eval()
         with torch.no_grad():
             loaded.model(input_ids=torch.tensor([[1, 2, 3, 4, 5]]))
@@ -58,7 +60,7 @@ def no_grad_forward_before_training(monkeypatch):
                     for p in loaded.model.parameters() if getattr(p, "quant_state", None) is not None)
         return loaded
 
-    monkeypatch.setitem(methods.METHODS, "qlora", load_and_run)
+    monkeypatch.setitem(methods.METHODS, "qlora", dataclasses.replace(qlora, load=load_and_run))
     return seen
 
 
