@@ -6,7 +6,8 @@ a value in the recipe or an override always wins. Why these numbers:
   LLaMA-Factory examples; all-linear beats attention-only at equal parameter count.
 - 2e-4 on 7B-class bases (QLoRA paper, TRL/axolotl examples), 1e-4 from ~30B (QLoRA paper's
   33B/65B runs); smaller bases take larger steps: ~5e-4 around 1B, and the few-million-parameter
-  test base needs ~3e-3 (at 2e-4 it has not learned a 4-intent task after 5 epochs).
+  test base ~3e-3 (measured on a 4-intent task, 5 epochs: 3e-3 reached 18% exact match while
+  6e-3 and 1e-2 stayed at 0% with a flat loss; with the data-sized length 3e-3 reaches 100%).
 - full fine-tuning: 1e-5..2e-5 on billion-parameter bases, 1e-3 on the tiny one.
 """
 

@@ -31,7 +31,8 @@ MIN_GAIN = 0.01 * LOSS_WEIGHT
 def eval_schedule(cfg: TrainConfig) -> dict:
     """SFTConfig fields for evaluation, checkpointing and best-checkpoint selection."""
     t = cfg.training
-    every = t.eval_steps or t.save_steps or 1.0 / t.evals_per_run  # < 1: a ratio of the run's steps
+    # < 1: a ratio of the run's steps (transformers reads 1.0 as one step, so once per run is 0.999999)
+    every = t.eval_steps or t.save_steps or min(1.0 / t.evals_per_run, 0.999999)
     save = t.save_steps or every
     out = {"eval_strategy": "steps", "eval_steps": every, "save_strategy": "steps", "save_steps": save,
            "load_best_model_at_end": t.load_best}

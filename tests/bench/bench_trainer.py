@@ -11,7 +11,9 @@ run in its own process, so peak memory is its own):
     with the same LoRA (r=16, alpha=32, all-linear), stopped after `--trl-default-steps` (it is
     ~20x slower here; the rate is what we compare, its score is that of a cut-short run);
 - same work: `trainer lora, N steps` (one evaluation, at the end) vs `plain TRL, same settings, N
-  steps`: same data, threads, packing, max_length, completion-only loss, rate, schedule and steps.
+  steps`: same data, threads, packing, max_length, completion-only loss, rate, schedule and steps,
+  and trainer's fp32 on CPU without gradient checkpointing (TRL's defaults turn on bf16 autocast,
+  ~10x slower on CPUs, and checkpointing).
 tokens/s counts non-padding tokens for every row; the score is held-out exact match of the
 saved adapter on a fresh fp32 base (the same evaluation code for every row).
 """
@@ -57,7 +59,7 @@ def run_plain_trl(base: str, train: str, held: str, out: str, threads: int, same
     torch.set_num_threads(threads)
     extra = {"learning_rate": 3e-3, "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
              "per_device_train_batch_size": 1, "packing": True, "max_length": 256,
-             "assistant_only_loss": True} if same_as_trainer else {}
+             "assistant_only_loss": True, "bf16": False, "gradient_checkpointing": False} if same_as_trainer else {}
     args = SFTConfig(output_dir=out, report_to="none", use_cpu=True, save_strategy="no", disable_tqdm=True,
                      include_num_input_tokens_seen="non_padding", max_steps=steps, **extra)
     rows = [{"messages": e.messages} for e in read_jsonl(train)]  # the same chat rows trainer trains on
@@ -81,6 +83,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads for every row")
     parser.add_argument("--steps", type=int, default=300, help="steps of the same-work rows")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--rows", default="", help="run only the rows whose names contain this text")
     parser.add_argument("--trl-default-steps", type=int, default=20,
                         help="steps of the TRL-defaults row (-1: its full 3 epochs, ~90 steps)")
     opts = parser.parse_args()
@@ -114,12 +117,16 @@ def main() -> None:
     ctx = multiprocessing.get_context("spawn")
     results = {}
     for name, (fn, args) in jobs.items():
+        if opts.rows not in name:
+            continue
         print(f"running {name} ...", file=sys.stderr, flush=True)
         with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
             r = results[name] = pool.submit(fn, *args).result()
         table.add_row(name, str(r["steps"]), f"{r['tokens_per_s']:,.0f}", f"{r['peak_memory_mb']:,.0f}",
                       f"{r['wall_s']:.1f}", f"{r['score']:.3f}")
     Console().print(table)
+    if len(results) < len(jobs):
+        return
     ours, plain = results[f"trainer lora, {n} steps"], results[f"plain TRL, same settings, {n} steps"]
     print(f"same work: trainer {ours['tokens_per_s'] / plain['tokens_per_s']:.2f}x the plain script's tokens/s; "
           f"defaults: trainer {results['trainer lora, defaults']['score']:.3f} vs TRL defaults "

@@ -33,3 +33,13 @@ def test_a_run_plans_its_steps_and_tokens_from_the_data(tiny_base, tmp_path, n_t
     assert length.eval_every == -(-length.steps // 10)
     override = planned_length(cfg.model_copy(update={"training": cfg.training.model_copy(update={"max_steps": 7})}))
     assert override.steps == 7
+
+
+def test_evaluating_once_per_run_means_at_the_end():
+    from loramux.trainer.config import load_config, recipe_path
+    from loramux.trainer.evalloop import eval_schedule
+
+    cfg = load_config(recipe_path("lora"), ["training.evals_per_run=1"])
+    every = eval_schedule(cfg)["eval_steps"]
+    assert 0.99 < every < 1  # a ratio of the run, not "every step"
+    assert eval_schedule(load_config(recipe_path("lora"), ["training.save_steps=10"]))["eval_steps"] == 10
