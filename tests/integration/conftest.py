@@ -27,7 +27,6 @@ class Server:
     log: Path
     registry: object  # the AdapterStore served on demand (--registry)
     base_name: str = "tiny"
-    registry_names: tuple[str, ...] = ("reg/one",)
 
 
 def free_port() -> int:

@@ -20,7 +20,8 @@ def oai(server) -> OpenAI:
 
 def test_models_list_base_and_adapters(oai: OpenAI, server):
     models = {m.id: m for m in oai.models.list().data}
-    assert set(models) == {server.base_name, *server.adapters, *server.registry_names}
+    published = {f"{m.tenant}/{m.name}" for m in server.registry.list()}  # all trained on this base
+    assert set(models) == {server.base_name, *server.adapters, *published}
     assert all(models[a].parent == server.base_name for a in server.adapters)
 
 

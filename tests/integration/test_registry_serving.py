@@ -20,7 +20,7 @@ def _ask(server, model: str, **extra) -> httpx.Response:
 
 def test_registry_adapters_load_on_first_use_and_follow_their_alias(server):
     store = server.registry
-    versions = sorted(store.list(), key=lambda m: m.created_at)
+    versions = sorted((m for m in store.list("reg") if m.name == "one"), key=lambda m: m.created_at)
     v1, v2 = versions[0], versions[1]
     assert store.aliases("reg/one") == {"prod": v1.version}  # the first version became prod
 
