@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -52,21 +53,25 @@ def _manifest(path: Path) -> Manifest | None:
         raise InvalidRequest(f"{path / MANIFEST_FILE} is not a loramux manifest: {exc}", param="lora_path") from None
 
 
-def admit(name: str, path: Path, settings: ServerSettings) -> None:
-    """Raise InvalidRequest (every problem listed) unless `path` can be served as `name` on the base."""
+def admit(name: str, path: Path, settings: ServerSettings) -> str:
+    """The version (content hash) of `path`; InvalidRequest (every problem listed) unless it can be
+    served as `name` on the base."""
     AdapterRef.parse(name)  # TENANT/NAME in safe characters
-    _admit_files(name, path, settings)
+    return _admit_files(name, path, settings)
 
 
-def _admit_files(name: str, path: Path, settings: ServerSettings) -> None:
+def _admit_files(name: str, path: Path, settings: ServerSettings) -> str:
     if not path.is_dir():
         raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
                              f"({CONFIG_FILE} + {WEIGHTS_FILE})", param="lora_path")
+    manifest = _manifest(path)
     report = validate_adapter(path, base=_base_spec(settings.base.resolve()),
-                              max_rank=settings.max_lora_rank, manifest=_manifest(path))
+                              max_rank=settings.max_lora_rank, manifest=manifest)
     report.raise_for_errors()
     for w in report.warnings:
         log.warning("adapter %s: %s", name, w.message)
+    # a manifest's version was just checked against the files (integrity); hash only folders without one
+    return manifest.version if manifest is not None else content_hash(path)
 
 
 def admit_configured(settings: ServerSettings) -> None:
@@ -107,6 +112,7 @@ class AdapterCatalog:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loading: dict[tuple[str, ...], asyncio.Task[AdapterHandle]] = {}
         self._merges: Path | None = None  # per-request merges, built on first use
+        self._listed: tuple[float, set[str]] = (-float("inf"), set())  # (when, the registry's servable names)
 
     @property
     def base_name(self) -> str:
@@ -134,7 +140,9 @@ class AdapterCatalog:
             resolved = await asyncio.to_thread(self.resolver.resolve, model, routing_key=routing_key)
             handle = self._versions.get(resolved.version) or await self._single_flight(
                 ("version", resolved.version), lambda: self._load_version(resolved))
-            self._moved(model, handle)
+            self._holds[handle.id] += 1  # held before the await below: a move cannot retire it first
+            await self._moved(model, handle)
+            return handle
         self._holds[handle.id] += 1
         return handle
 
@@ -159,10 +167,18 @@ class AdapterCatalog:
         return sorted(self._served.values(), key=lambda h: h.name)
 
     async def servable(self) -> list[str]:
-        """Every name a client may ask for: the named adapters and the registry's, for this base."""
+        """Every name a client may ask for: the named adapters and the registry's, for this base.
+
+        The registry's list is read at most once per `refresh_s` (a full listing: on S3, many GETs).
+        """
         names = set(self._served)
         if self.resolver is not None:
-            names |= await asyncio.to_thread(_registry_names, self.resolver, _base_spec(self.settings.base.resolve()))
+            listed_at, listed = self._listed
+            if time.monotonic() - listed_at >= self.settings.refresh_s:
+                base = _base_spec(self.settings.base.resolve())
+                listed = await asyncio.to_thread(_registry_names, self.resolver, base)
+                self._listed = (time.monotonic(), listed)
+            names |= listed
         return sorted(names)
 
     # -- loading ----------------------------------------------------------------------------
@@ -173,12 +189,16 @@ class AdapterCatalog:
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
+    async def _start(self, name: str, path: Path, version: str) -> AdapterHandle:
+        """A new handle (a fresh id: never another version's) loaded into the engine."""
+        handle = AdapterHandle(name, next(self._ids), path, version)
+        await self.engine.load(handle)
+        return handle
+
     async def _load_version(self, resolved: Resolved) -> AdapterHandle:
         m = resolved.manifest
         await asyncio.to_thread(admit, f"{m.tenant}/{m.name}", resolved.path, self.settings)
-        handle = AdapterHandle(m.served_name, next(self._ids), resolved.path, m.version)
-        await self.engine.load(handle)
-        self._versions[m.version] = handle
+        handle = self._versions[m.version] = await self._start(m.served_name, resolved.path, m.version)
         return handle
 
     async def _acquire_merged(self, label: str, parts: list[tuple[str, float]], merge: str,
@@ -212,9 +232,7 @@ class AdapterCatalog:
                                     staging, merge)
             staging.rename(out)
         await asyncio.to_thread(_admit_files, label, out, self.settings)
-        handle = AdapterHandle(label, next(self._ids), out, key)
-        await self.engine.load(handle)
-        self._versions[key] = handle
+        handle = self._versions[key] = await self._start(label, out, key)
         return handle
 
     def close(self) -> None:
@@ -222,18 +240,14 @@ class AdapterCatalog:
         if self._merges is not None:
             shutil.rmtree(self._merges, ignore_errors=True)
 
-    def _moved(self, model: str, handle: AdapterHandle) -> None:
+    async def _moved(self, model: str, handle: AdapterHandle) -> None:
         """Remember what `model` serves now; retire the version it served before if nothing else does."""
         before = self._current.get(model)
         self._current[model] = handle.version
         if before is None or before == handle.version or before in self._current.values():
             return
-        if (old := self._versions.pop(before, None)) is None:
-            return
-        if self._holds.get(old.id):
-            self._retired[old.id] = old
-        else:
-            asyncio.get_running_loop().create_task(self.engine.unload(old))
+        if (old := self._versions.pop(before, None)) is not None:
+            await self._retire(old)
 
     async def load(self, name: str, path: Path) -> AdapterHandle:
         """Admit and load `path` as `name`; a served name moves to the new version once it is loaded.
@@ -245,16 +259,15 @@ class AdapterCatalog:
 
     async def _load(self, name: str, path: Path) -> AdapterHandle:
         async with self._locks[name]:
-            await asyncio.to_thread(admit, name, path, self.settings)  # reads and hashes files
-            version = await asyncio.to_thread(content_hash, path)
-            handle = AdapterHandle(name, next(self._ids), path, version)
-            await self.engine.load(handle)
+            version = await asyncio.to_thread(admit, name, path, self.settings)  # reads and hashes files
+            handle = await self._start(name, path, version)
             previous, self._served[name] = self._served.get(name), handle
         if previous is not None:
             await self._retire(previous)  # requests holding it still finish on it
         return handle
 
     async def _retire(self, handle: AdapterHandle) -> None:
+        """Unload `handle` now, or when the last request holding it is done."""
         if self._holds.get(handle.id):
             self._retired[handle.id] = handle
         else:
