@@ -68,6 +68,11 @@ class Resolver:
         NotFound, so a caller learns nothing about adapters it may not use. For an alias
         with a canary, `routing_key` picks the version deterministically (random if None).
         """
+        manifest = self.route(model, tenant=tenant).pick(routing_key)
+        return Resolved(manifest=manifest, path=self.fetch(manifest))
+
+    def route(self, model: str | AdapterRef, *, tenant: str | None = None) -> Route:
+        """What `model` names now (its alias's primary and canary), without fetching any files."""
         try:
             ref = model if isinstance(model, AdapterRef) else AdapterRef.parse(model)
         except InvalidRequest:
@@ -76,16 +81,18 @@ class Resolver:
             raise not_found(model)
         now = time.monotonic()
         if self.ttl_s > 0 and (hit := self._cache.get(ref)) and hit[0] > now:
-            route = hit[1]
-        else:
-            route = self.store.route(ref)
-        manifest = route.pick(routing_key)
+            return hit[1]
+        route = self.store.route(ref)
+        if self.ttl_s > 0:
+            self._cache[ref] = (now + self.ttl_s, route)
+        return route
+
+    def fetch(self, manifest: Manifest) -> Path:
+        """The local folder of one version (downloaded first from a remote store), inside the store root."""
         path = within(self.root, self.store.fetch(manifest))
         if path is None or not path.is_dir():
-            raise not_found(model)
-        if self.ttl_s > 0 and not (hit and hit[1] is route):
-            self._cache[ref] = (now + self.ttl_s, route)
-        return Resolved(manifest=manifest, path=path)
+            raise not_found(manifest.served_name)
+        return path
 
     def forget(self) -> None:
         """Drop every cached answer: the next resolution reads the store."""

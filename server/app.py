@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -36,14 +37,20 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = await engine_factory(settings)
+        policy = None
         try:
-            catalog = AdapterCatalog(engine, settings, _resolver(settings))
+            catalog = AdapterCatalog(engine, settings, _resolver(settings), events=app.state.metrics)
             for name, path in settings.adapters.items():
                 await catalog.load(name, path)
+            for name in settings.pins:
+                await catalog.pin(name)
+            policy = asyncio.create_task(catalog.run_policy(), name="loramux-residency")
             app.state.engine, app.state.catalog = engine, catalog
             app.state.service = GenerationService(engine)
             yield
         finally:
+            if policy is not None:
+                policy.cancel()
             engine.shutdown()
             if (catalog := getattr(app.state, "catalog", None)) is not None:
                 catalog.close()

@@ -1,8 +1,8 @@
 """The adapter catalog: served name -> the adapter version a request runs (an `AdapterHandle`).
 
 The serving side owns it, as vLLM's `OpenAIServingModels` owns `lora_requests`: handle ids,
-one load at a time per name, and admission (an adapter is checked against the served base
-before the engine sees it). The engine only runs handles, and a request keeps the handle it
+one load at a time per version, admission (`admission.py`) before the engine sees an adapter,
+and the residency policy (`residency.py`). The engine only runs handles, and a request keeps the handle it
 was resolved to, so unloading a name or moving it to a new version never changes, or breaks,
 a request already admitted.
 """
@@ -10,109 +10,56 @@ a request already admitted.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import itertools
-import logging
 import os
 import shutil
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
-from loramux.adapters.base_spec import BaseSpec
 from loramux.adapters.errors import InvalidRequest, NotFound
-from loramux.adapters.manifest import MANIFEST_FILE, Manifest, content_hash
+from loramux.adapters.manifest import Manifest
 from loramux.adapters.merge import MERGES, merge_adapters, merged_name
-from loramux.adapters.names import AdapterRef
-from loramux.adapters.peft_format import CONFIG_FILE, WEIGHTS_FILE
-from loramux.adapters.registry import Resolved, Resolver, within
-from loramux.adapters.store.base import not_found
-from loramux.adapters.validation import validate_adapter
+from loramux.adapters.peft_format import CONFIG_FILE
+from loramux.adapters.registry import Resolver, within
+from loramux.adapters.store.base import Route, not_found
 
+from .admission import admit_files, admit, base_spec, registry_names
 from .engine.protocol import AdapterHandle, Engine
+from .residency import AdapterState, NoEvents, Residency, ResidencyEvents, Source
 from .settings import ServerSettings
 
-log = logging.getLogger("loramux.server")
 
-
-# -- admission ------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=4)
-def _base_spec(base: Path) -> BaseSpec:
-    """Read once per server: it hashes the base's config and tokenizer files."""
-    return BaseSpec.from_dir(base)
-
-
-def _manifest(path: Path) -> Manifest | None:
-    """The registry's record of a fetched version (base fingerprint, chat template, hash); None elsewhere."""
-    try:
-        return Manifest.model_validate_json((path / MANIFEST_FILE).read_text())
-    except FileNotFoundError:
-        return None
-    except ValueError as exc:
-        raise InvalidRequest(f"{path / MANIFEST_FILE} is not a loramux manifest: {exc}", param="lora_path") from None
-
-
-def admit(name: str, path: Path, settings: ServerSettings) -> str:
-    """The version (content hash) of `path`; InvalidRequest (every problem listed) unless it can be
-    served as `name` on the base."""
-    AdapterRef.parse(name)  # TENANT/NAME in safe characters
-    return _admit_files(name, path, settings)
-
-
-def _admit_files(name: str, path: Path, settings: ServerSettings) -> str:
-    if not path.is_dir():
-        raise InvalidRequest(f"adapter {name}: {path} is not a directory holding a PEFT adapter "
-                             f"({CONFIG_FILE} + {WEIGHTS_FILE})", param="lora_path")
-    manifest = _manifest(path)
-    report = validate_adapter(path, base=_base_spec(settings.base.resolve()),
-                              max_rank=settings.max_lora_rank, manifest=manifest)
-    report.raise_for_errors()
-    for w in report.warnings:
-        log.warning("adapter %s: %s", name, w.message)
-    # a manifest's version was just checked against the files (integrity); hash only folders without one
-    return manifest.version if manifest is not None else content_hash(path)
-
-
-def admit_configured(settings: ServerSettings) -> None:
-    """The base and every configured adapter, all problems at once, before the (slow) engine starts."""
-    if not (settings.base / "config.json").is_file():
-        raise InvalidRequest(f"--base {settings.base}: no config.json; point it at a model directory",
-                             param="base")
-    problems = []
-    for name, path in settings.adapters.items():
-        try:
-            admit(name, path, settings)
-        except InvalidRequest as exc:
-            problems.append(f"--adapter {name}={path}: {exc.message}")
-    if problems:
-        raise InvalidRequest("cannot serve these adapters:\n" + "\n".join(problems), param="adapter")
-
-
-# -- the catalog ----------------------------------------------------------------------------
 class AdapterCatalog:
     """Served names -> handles, from two sources: adapters named at start (or loaded through the
     admin API) and, with a registry, every adapter published for this base, loaded on first use.
 
     A request *acquires* the handle it will run and *releases* it when its response is done;
     a registry version that is no longer what its name resolves to leaves the engine once no
-    request holds it.
+    request holds it. `residency` decides what else stays loaded (pins, cold, capacity).
     """
 
-    def __init__(self, engine: Engine, settings: ServerSettings, resolver: Resolver | None = None) -> None:
+    def __init__(self, engine: Engine, settings: ServerSettings, resolver: Resolver | None = None,
+                 events: ResidencyEvents | None = None) -> None:
         self.engine = engine
         self.settings = settings
         self.resolver = resolver
+        self.events = events or NoEvents()
+        self.residency = Residency(settings.capacity, settings.idle_s)
         self._served: dict[str, AdapterHandle] = {}  # named at start or by the admin API
-        self._versions: dict[str, AdapterHandle] = {}  # registry version hash -> loaded handle
-        self._current: dict[str, str] = {}  # requested name -> the version it resolved to last
+        self._versions: dict[str, AdapterHandle] = {}  # loaded registry version (or merge recipe) -> handle
+        self._current: dict[str, frozenset[str]] = {}  # requested name -> versions its route names now
         self._holds: Counter[int] = Counter()
         self._retired: dict[int, AdapterHandle] = {}  # superseded, unloaded when no longer held
         self._ids = itertools.count(1)  # never reused: an id always means one version
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._loading: dict[tuple[str, ...], asyncio.Task[AdapterHandle]] = {}
+        self._evicting = asyncio.Lock()
         self._merges: Path | None = None  # per-request merges, built on first use
-        self._listed: tuple[float, set[str]] = (-float("inf"), set())  # (when, the registry's servable names)
+        self._listed: tuple[float, dict[str, str]] = (-float("inf"), {})  # (when, servable registry name -> prod)
 
     @property
     def base_name(self) -> str:
@@ -130,20 +77,27 @@ class AdapterCatalog:
         if parts is None and "+" in model:
             parts = [(name, 1.0) for name in model.split("+")]
         if parts:
-            return await self._acquire_merged("+".join(n for n, _ in parts), parts, merge, routing_key)
-        if model == self.engine.base_name:
+            handle = await self._acquire_merged("+".join(n for n, _ in parts), parts, merge, routing_key)
+        elif model == self.engine.base_name:
             return None
-        handle = self._served.get(model)
-        if handle is None:
-            if self.resolver is None:
-                raise not_found(model)
-            resolved = await asyncio.to_thread(self.resolver.resolve, model, routing_key=routing_key)
-            handle = self._versions.get(resolved.version) or await self._single_flight(
-                ("version", resolved.version), lambda: self._load_version(resolved))
+        elif (handle := self._served.get(model)) is not None:
+            self._holds[handle.id] += 1  # held before any await: the policy never unloads a held handle
+            if handle.id not in self.residency.loaded:  # the policy unloaded it while cold
+                try:
+                    await self._single_flight(("reload", str(handle.id)), lambda: self._reload(handle))
+                except BaseException:
+                    await self.release(handle)
+                    raise
+        elif self.resolver is None:
+            raise not_found(model)
+        else:
+            route = await asyncio.to_thread(self.resolver.route, model)
+            manifest = route.pick(routing_key)
+            handle = self._versions.get(manifest.version) or await self._single_flight(
+                ("version", manifest.version), lambda: self._load_version(manifest))
             self._holds[handle.id] += 1  # held before the await below: a move cannot retire it first
-            await self._moved(model, handle)
-            return handle
-        self._holds[handle.id] += 1
+            await self._moved(model, route)
+        self.residency.touch(handle)
         return handle
 
     async def release(self, handle: AdapterHandle | None) -> None:
@@ -153,7 +107,7 @@ class AdapterCatalog:
         if self._holds[handle.id] <= 0:
             del self._holds[handle.id]
             if (retired := self._retired.pop(handle.id, None)) is not None:
-                await self.engine.unload(retired)
+                await self._unload(retired)
 
     def resolve(self, model: str) -> AdapterHandle | None:
         """A loaded handle by served name, without loading or holding it (tests, admin)."""
@@ -167,19 +121,20 @@ class AdapterCatalog:
         return sorted(self._served.values(), key=lambda h: h.name)
 
     async def servable(self) -> list[str]:
-        """Every name a client may ask for: the named adapters and the registry's, for this base.
+        """Every name a client may ask for: the named adapters and the registry's, for this base."""
+        return sorted(set(self._served) | set(await self._registry_listing()))
 
-        The registry's list is read at most once per `refresh_s` (a full listing: on S3, many GETs).
-        """
-        names = set(self._served)
-        if self.resolver is not None:
-            listed_at, listed = self._listed
-            if time.monotonic() - listed_at >= self.settings.refresh_s:
-                base = _base_spec(self.settings.base.resolve())
-                listed = await asyncio.to_thread(_registry_names, self.resolver, base)
-                self._listed = (time.monotonic(), listed)
-            names |= listed
-        return sorted(names)
+    async def _registry_listing(self) -> dict[str, str]:
+        """Registry name -> its `prod` version, for this base; read at most once per `refresh_s`
+        (a full listing: on S3, many GETs)."""
+        if self.resolver is None:
+            return {}
+        listed_at, listed = self._listed
+        if time.monotonic() - listed_at >= self.settings.refresh_s:
+            base = base_spec(self.settings.base.resolve())
+            listed = await asyncio.to_thread(registry_names, self.resolver, base)
+            self._listed = (time.monotonic(), listed)
+        return listed
 
     # -- loading ----------------------------------------------------------------------------
     async def _single_flight(self, key: tuple[str, ...], load) -> AdapterHandle:
@@ -189,16 +144,45 @@ class AdapterCatalog:
             task.add_done_callback(lambda _: self._loading.pop(key, None))
         return await asyncio.shield(task)
 
-    async def _start(self, name: str, path: Path, version: str) -> AdapterHandle:
+    async def _start(self, name: str, path: Path, version: str, source: Source,
+                     load_s: dict[str, float]) -> AdapterHandle:
         """A new handle (a fresh id: never another version's) loaded into the engine."""
         handle = AdapterHandle(name, next(self._ids), path, version)
-        await self.engine.load(handle)
+        await self._engine_load(handle, source, load_s)
         return handle
 
-    async def _load_version(self, resolved: Resolved) -> AdapterHandle:
-        m = resolved.manifest
-        await asyncio.to_thread(admit, f"{m.tenant}/{m.name}", resolved.path, self.settings)
-        handle = self._versions[m.version] = await self._start(m.served_name, resolved.path, m.version)
+    async def _engine_load(self, handle: AdapterHandle, source: Source, load_s: dict[str, float]) -> None:
+        started = time.perf_counter()
+        try:
+            await self.engine.load(handle)
+        except Exception:
+            self.events.adapter_load_failed(source)
+            raise
+        load_s["engine"] = time.perf_counter() - started
+        self.residency.add(handle, source, load_s)
+        self.events.adapter_loaded(source, load_s)
+        if self.residency.pinned(self._names_of(handle)):
+            await self.engine.pin(handle)
+        await self.evict()
+
+    async def _reload(self, handle: AdapterHandle) -> AdapterHandle:
+        await self._engine_load(handle, "adapter", {})
+        self.residency.touch(handle)  # the requests waiting already hold it
+        return handle
+
+    async def _load_version(self, manifest: Manifest) -> AdapterHandle:
+        assert self.resolver is not None
+        load_s: dict[str, float] = {}
+        try:
+            with _timed(load_s, "fetch"):
+                path = await asyncio.to_thread(self.resolver.fetch, manifest)
+            name = f"{manifest.tenant}/{manifest.name}"
+            with _timed(load_s, "validate"):
+                await asyncio.to_thread(admit, name, path, self.settings)
+        except Exception:
+            self.events.adapter_load_failed("registry")
+            raise
+        handle = self._versions[manifest.version] = await self._start(name, path, manifest.version, "registry", load_s)
         return handle
 
     async def _acquire_merged(self, label: str, parts: list[tuple[str, float]], merge: str,
@@ -226,13 +210,20 @@ class AdapterCatalog:
         if self._merges is None:
             self._merges = Path(tempfile.mkdtemp(prefix="loramux-merges-"))
         out = self._merges / key
-        if not (out / CONFIG_FILE).is_file():
-            staging = Path(tempfile.mkdtemp(dir=self._merges))
-            await asyncio.to_thread(merge_adapters, [(h.path, w) for h, w in zip(inputs, weights, strict=True)],
-                                    staging, merge)
-            staging.rename(out)
-        await asyncio.to_thread(_admit_files, label, out, self.settings)
-        handle = self._versions[key] = await self._start(label, out, key)
+        load_s: dict[str, float] = {}
+        try:
+            with _timed(load_s, "fetch"):  # a merge's "fetch" is building it
+                if not (out / CONFIG_FILE).is_file():
+                    staging = Path(tempfile.mkdtemp(dir=self._merges))
+                    await asyncio.to_thread(merge_adapters, [(h.path, w) for h, w in zip(inputs, weights, strict=True)],
+                                            staging, merge)
+                    staging.rename(out)
+            with _timed(load_s, "validate"):
+                await asyncio.to_thread(admit_files, label, out, self.settings)
+        except Exception:
+            self.events.adapter_load_failed("merge")
+            raise
+        handle = self._versions[key] = await self._start(label, out, key, "merge", load_s)
         return handle
 
     def close(self) -> None:
@@ -240,14 +231,18 @@ class AdapterCatalog:
         if self._merges is not None:
             shutil.rmtree(self._merges, ignore_errors=True)
 
-    async def _moved(self, model: str, handle: AdapterHandle) -> None:
-        """Remember what `model` serves now; retire the version it served before if nothing else does."""
-        before = self._current.get(model)
-        self._current[model] = handle.version
-        if before is None or before == handle.version or before in self._current.values():
-            return
-        if (old := self._versions.pop(before, None)) is not None:
-            await self._retire(old)
+    async def _moved(self, model: str, route: Route) -> None:
+        """Remember which versions `model` names now; retire those it named before if nothing else does."""
+        now = frozenset(m.version for m in (route.primary, route.canary) if m is not None)
+        before = self._current.get(model, now)
+        self._current[model] = now
+        named = set().union(*self._current.values())
+        for version in before - named:
+            if (old := self._versions.pop(version, None)) is not None:
+                await self._retire(old)
+        for version in now - before:  # a pinned name's new version is pinned too
+            if (new := self._versions.get(version)) is not None and self.residency.pinned(self._names_of(new)):
+                await self.engine.pin(new)
 
     async def load(self, name: str, path: Path) -> AdapterHandle:
         """Admit and load `path` as `name`; a served name moves to the new version once it is loaded.
@@ -259,8 +254,11 @@ class AdapterCatalog:
 
     async def _load(self, name: str, path: Path) -> AdapterHandle:
         async with self._locks[name]:
-            version = await asyncio.to_thread(admit, name, path, self.settings)  # reads and hashes files
-            handle = await self._start(name, path, version)
+            load_s: dict[str, float] = {}
+            with _timed(load_s, "validate"):
+                version = await asyncio.to_thread(admit, name, path, self.settings)  # reads and hashes files
+            handle = await self._start(name, path, version, "adapter", load_s)
+            self.residency.touch(handle)  # loaded for its name, not for one request
             previous, self._served[name] = self._served.get(name), handle
         if previous is not None:
             await self._retire(previous)  # requests holding it still finish on it
@@ -271,7 +269,11 @@ class AdapterCatalog:
         if self._holds.get(handle.id):
             self._retired[handle.id] = handle
         else:
-            await self.engine.unload(handle)
+            await self._unload(handle)
+
+    async def _unload(self, handle: AdapterHandle) -> None:
+        self.residency.loaded.pop(handle.id, None)
+        await self.engine.unload(handle)
 
     async def unload(self, name: str) -> None:
         async with self._locks[name]:
@@ -279,6 +281,89 @@ class AdapterCatalog:
         if handle is None:
             raise NotFound(not_found(name).message, param="lora_name")
         await self._retire(handle)
+
+    # -- residency --------------------------------------------------------------------------
+    def _names_of(self, handle: AdapterHandle) -> set[str]:
+        """The requested names that serve `handle` now."""
+        names = {n for n, h in self._served.items() if h is handle}
+        return names | {n for n, versions in self._current.items() if handle.version in versions}
+
+    async def evict(self) -> None:
+        """Unload what the residency policy lets go: cold versions, then the least recent beyond capacity."""
+        def keep(h: AdapterHandle) -> bool:
+            return bool(self._holds.get(h.id)) or self.residency.pinned(self._names_of(h))
+
+        async with self._evicting:
+            for entry, reason in self.residency.victims(keep):
+                h = entry.handle
+                if keep(h) or h.id not in self.residency.loaded:  # taken again during an earlier unload
+                    continue
+                if self._versions.get(h.version) is h:
+                    del self._versions[h.version]  # the next request loads it afresh, under a new id
+                await self._unload(h)
+                self.events.adapter_evicted(entry.source, reason)
+
+    async def run_policy(self) -> None:
+        """Evict versions as they go cold and keep the download cache bounded (runs for the app's life)."""
+        tick = min(max(self.settings.idle_s / 4, 0.25), 5.0) if self.settings.idle_s else 5.0
+        while True:
+            await asyncio.sleep(tick)
+            await self.evict()
+            if self.resolver is not None:
+                await asyncio.to_thread(self._prune_downloads)
+
+    def _prune_downloads(self) -> None:
+        """Bound a remote registry's download cache; versions the catalog may still load from stay."""
+        keep = {e.handle.version for e in self.residency.loaded.values()} | {h.version for h in self._retired.values()}
+        self.resolver.store.prune_cache(int(self.settings.cache_gib * 2**30), keep)
+
+    async def pin(self, name: str) -> AdapterHandle:
+        """Keep what `name` serves loaded and in a batch slot, following its alias as it moves."""
+        handle = await self.acquire(name)
+        try:
+            if handle is None:
+                raise InvalidRequest(f"`{name}` is the base model; it is always loaded", param="name")
+            if len(self.residency.pins | {name}) >= self.settings.max_loras:
+                raise InvalidRequest(f"pinning {name} would hold every one of the {self.settings.max_loras} LoRA "
+                                     f"slots (pinned: {', '.join(sorted(self.residency.pins))}); unpin one, or "
+                                     "start the server with a larger --max-loras", param="name")
+            self.residency.pins.add(name)
+            await self.engine.pin(handle)
+        finally:
+            await self.release(handle)
+        return handle
+
+    async def unpin(self, name: str) -> None:
+        if name not in self.residency.pins:
+            raise InvalidRequest(f"`{name}` is not pinned; pinned: {', '.join(sorted(self.residency.pins)) or 'none'}",
+                                 param="name")
+        self.residency.pins.discard(name)
+        for entry in list(self.residency.loaded.values()):
+            names = self._names_of(entry.handle)
+            if name in names and not self.residency.pinned(names):
+                await self.engine.pin(entry.handle, pinned=False)
+
+    async def states(self) -> list[AdapterState]:
+        """Every adapter this server can serve and where it is: device, host or store."""
+        tiers = await self.engine.residency()
+        now, rows, seen = time.monotonic(), [], set()
+        for entry in self.residency.loaded.values():
+            h = entry.handle
+            names = self._names_of(h)
+            seen |= names | {h.name}
+            rows.append(AdapterState(
+                name=h.name, version=h.version[:12], source=entry.source, state=tiers.get(h.id, "store"),
+                pinned=self.residency.pinned(names), in_flight=self._holds.get(h.id, 0),
+                idle_s=round(now - entry.last_used, 3), load_s={k: round(v, 6) for k, v in entry.load_s.items()}))
+        for name, handle in self._served.items():
+            if name not in seen:
+                rows.append(AdapterState(name=name, version=handle.version[:12], source="adapter", state="store",
+                                         pinned=name in self.residency.pins))
+        for name, version in (await self._registry_listing()).items():
+            if name not in seen:
+                rows.append(AdapterState(name=name, version=version[:12], source="registry", state="store",
+                                         pinned=name in self.residency.pins))
+        return sorted(rows, key=lambda r: (r.name, r.version))
 
     def admissible_path(self, path: Path) -> Path:
         """An admin-given folder, if it lies inside the registry or an allowed folder (symlinks resolved)."""
@@ -295,13 +380,8 @@ class AdapterCatalog:
             self.resolver.forget()
 
 
-def _registry_names(resolver: Resolver, base: BaseSpec) -> set[str]:
-    """`T/N` of every registry adapter whose `prod` version was trained on `base`."""
-    names = set()
-    for key in {f"{m.tenant}/{m.name}" for m in resolver.store.list() if base.matches(m.base_fingerprint)}:
-        try:
-            if base.matches(resolver.store.route(key).primary.base_fingerprint):
-                names.add(key)
-        except NotFound:  # versions, but no `prod` yet
-            continue
-    return names
+@contextlib.contextmanager
+def _timed(into: dict[str, float], phase: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    into[phase] = time.perf_counter() - started

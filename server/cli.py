@@ -76,7 +76,7 @@ def _settings(given: dict[str, Any]) -> ServerSettings:
         return ServerSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as exc:
         problems = [f"--{str(e['loc'][0]).replace('_', '-')} (env LORAMUX_{str(e['loc'][0]).upper()}): {e['msg']}"
-                    for e in exc.errors()]
+                    if e["loc"] else e["msg"].removeprefix("Value error, ") for e in exc.errors()]
         raise InvalidRequest("invalid server settings:\n" + "\n".join(problems), param="settings") from None
 
 
@@ -89,6 +89,9 @@ def serve(
     registry: Annotated[str | None, _flag("registry")] = None,
     refresh_s: Annotated[float | None, _flag("refresh_s")] = None,
     served_name: Annotated[str | None, _flag("served_name")] = None,
+    pin: Annotated[list[str] | None, _flag("pins")] = None,
+    idle_s: Annotated[float | None, _flag("idle_s")] = None,
+    cache_gib: Annotated[float | None, _flag("cache_gib")] = None,
     max_loras: Annotated[int | None, _flag("max_loras")] = None,
     max_lora_rank: Annotated[int | None, _flag("max_lora_rank")] = None,
     max_cpu_loras: Annotated[int | None, _flag("max_cpu_loras")] = None,
@@ -104,12 +107,12 @@ def serve(
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
-                 admin_paths=admin_path or None)
+                 admin_paths=admin_path or None, pins=pin or None, idle_s=idle_s, cache_gib=cache_gib)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
     adapters = _parse_adapters(adapter or [], StoreSettings.of(settings.registry))
-    from .catalog import admit_configured
+    from .admission import admit_configured
 
     # every problem at once, before the engine starts; a LoramuxError is one line and exit 2
     admit_configured(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))

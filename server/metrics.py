@@ -11,7 +11,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 
 from .context import Outcome
+from .residency import Source
 
+_LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 
@@ -37,6 +39,28 @@ class Metrics:
                               registry=self.registry)
         self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first streamed token.",
                               labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+
+        self.adapter_loads = Counter("loramux_adapter_loads", "Adapter versions loaded into the engine, by "
+                                     "source (adapter, registry, merge) and outcome (ok, error).",
+                                     ["source", "outcome"], registry=self.registry)
+        self.adapter_load_seconds = Histogram("loramux_adapter_load_seconds", "Time a cold load spends in each "
+                                              "phase: fetch (store to local disk), validate, engine.", ["phase"],
+                                              buckets=_LOAD_BUCKETS, registry=self.registry)
+        self.adapter_evictions = Counter("loramux_adapter_evictions", "Adapter versions unloaded by the residency "
+                                         "policy, by reason (cold, capacity).", ["source", "reason"],
+                                         registry=self.registry)
+
+    # -- the catalog's ResidencyEvents ------------------------------------------------------
+    def adapter_loaded(self, source: Source, load_s: dict[str, float]) -> None:
+        self.adapter_loads.labels(source, "ok").inc()
+        for phase, seconds in load_s.items():
+            self.adapter_load_seconds.labels(phase).observe(seconds)
+
+    def adapter_load_failed(self, source: Source) -> None:
+        self.adapter_loads.labels(source, "error").inc()
+
+    def adapter_evicted(self, source: Source, reason: str) -> None:
+        self.adapter_evictions.labels(source, reason).inc()
 
     def record(self, outcome: Outcome) -> None:
         """One request's outcome: always counted by status; tokens and latency once it generated."""

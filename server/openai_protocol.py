@@ -134,6 +134,12 @@ class UnloadAdapterRequest(BaseModel):
     lora_name: str
 
 
+class AdapterNameRequest(BaseModel):
+    """loramux's residency calls: pin, unpin, reload one served name (`T/N`, `T/N@ALIAS`, ...)."""
+
+    name: str
+
+
 def error_body(message: str, type_: str, param: str | None, code: str | None) -> dict[str, Any]:
     """OpenAI's error shape: `code` is a machine-readable string or null, never the HTTP status."""
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}

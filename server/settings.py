@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -25,6 +25,12 @@ class ServerSettings(BaseSettings):
     """Adapter registry (a folder or s3://BUCKET/PREFIX) served on demand: every adapter published for this base."""
     refresh_s: float = Field(5.0, ge=0.0)
     """How long an alias's answer is reused before the registry is read again (0: every request)."""
+    pins: list[str] = Field(default_factory=list)
+    """Adapter names kept loaded and in a batch slot (never a cold load); fewer than max_loras."""
+    idle_s: float = Field(600.0, ge=0.0)
+    """Seconds unused after which an unpinned adapter version leaves the engine (0: never)."""
+    cache_gib: float = Field(10.0, gt=0.0)
+    """Bound on a remote (S3) registry's local download cache; versions in use are never dropped."""
     max_loras: int = Field(4, gt=0)
     """Adapters that can run in one batch (vLLM GPU/CPU slots)."""
     max_lora_rank: int = Field(16, gt=0)
@@ -45,6 +51,18 @@ class ServerSettings(BaseSettings):
     """Folders the admin API may load adapter folders from, besides the registry."""
     log_level: LogLevel = "warning"
     """debug | info | warning | error; below warning, the libraries' own start-up chatter shows too."""
+
+    @model_validator(mode="after")
+    def _pins_leave_a_slot(self) -> ServerSettings:
+        if len(set(self.pins)) >= self.max_loras:
+            raise ValueError(f"{len(set(self.pins))} pinned adapter(s) would hold every one of the {self.max_loras} "
+                             "LoRA slots, leaving none for other adapters; pin fewer or raise --max-loras")
+        return self
+
+    @property
+    def capacity(self) -> int:
+        """Adapter versions the catalog keeps in the engine at once (vLLM's host-memory LRU size)."""
+        return self.max_cpu_loras or self.max_loras
 
     @property
     def base_name(self) -> str:

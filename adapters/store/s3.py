@@ -227,6 +227,20 @@ class S3Store(StoreBase):
         commit_staged(staging, final)
         return final
 
+    def prune_cache(self, max_bytes: int, keep: set[str]) -> list[str]:
+        # a version's folder is its download (the small manifest beside it stays, for cached resolves)
+        folders = [p for p in self.root.glob("[!.]*/*/versions/*") if p.is_dir()]
+        sizes = {p: sum(f.stat().st_size for f in p.iterdir() if f.is_file()) for p in folders}
+        total, dropped = sum(sizes.values()), []
+        for folder in sorted(folders, key=lambda p: p.stat().st_mtime):  # fetch time: commit renames it in
+            if total <= max_bytes:
+                break
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+                total -= sizes[folder]
+                dropped.append(folder.name)
+        return dropped
+
     def list(self, tenant: str | None = None) -> list[Manifest]:
         """Every published version (of one tenant, if given), by tenant, name, then age.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from loramux.adapters.errors import InvalidRequest
@@ -22,11 +23,14 @@ _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hote
 class FakeEngine:
     vocab_size = 1000
 
-    def __init__(self, base_name: str = "tiny", max_model_len: int = 128) -> None:
+    def __init__(self, base_name: str = "tiny", max_model_len: int = 128, max_loras: int = 4) -> None:
         self.base_name = base_name
         self.max_model_len = max_model_len
+        self.max_loras = max_loras
         self.healthy = True
         self.loaded: set[int] = set()  # handle ids in memory, for tests to look at
+        self.slots: OrderedDict[int, None] = OrderedDict()  # ids in a batch slot, least recent first
+        self.pinned: set[int] = set()
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) % self.vocab_size for c in text]  # one token per character
@@ -47,8 +51,10 @@ class FakeEngine:
             raise InvalidRequest(f"token ids must be in [0, {self.vocab_size})", param="prompt")
         if request.sampling.n > 1 and request.sampling.temperature == 0:  # as vLLM refuses it
             raise InvalidRequest("n must be 1 when using greedy sampling", param="n")
-        if request.adapter is not None and request.adapter.id not in self.loaded:
-            await self.load(request.adapter)
+        if request.adapter is not None:
+            if request.adapter.id not in self.loaded:
+                await self.load(request.adapter)
+            self._activate(request.adapter.id)
         s = request.sampling
         texts = [[f" {self._word(request, c, i)}" for i in range(s.max_tokens)] for c in range(s.n)]
         cut = [len(t) for t in texts]
@@ -80,8 +86,32 @@ class FakeEngine:
             raise InvalidRequest(f"no {CONFIG_FILE} in {adapter.path}", param="lora_path")
         self.loaded.add(adapter.id)
 
+    def _activate(self, lora_id: int) -> None:
+        """vLLM's slot LRU: a batch puts its adapters in slots, pushing out the least recent unpinned one."""
+        self.slots.pop(lora_id, None)
+        if len(self.slots) >= self.max_loras:
+            victim = next((i for i in self.slots if i not in self.pinned), None)
+            if victim is None:
+                raise RuntimeError("every LoRA slot is pinned")
+            del self.slots[victim]
+        self.slots[lora_id] = None
+
     async def unload(self, adapter: AdapterHandle) -> None:
         self.loaded.discard(adapter.id)
+        self.slots.pop(adapter.id, None)
+        self.pinned.discard(adapter.id)
+
+    async def pin(self, adapter: AdapterHandle, pinned: bool = True) -> None:
+        if not pinned:
+            self.pinned.discard(adapter.id)
+            return
+        if adapter.id not in self.loaded:
+            await self.load(adapter)
+        self._activate(adapter.id)
+        self.pinned.add(adapter.id)
+
+    async def residency(self) -> dict[int, str]:
+        return {i: "device" if i in self.slots else "host" for i in self.loaded}
 
     async def check_health(self) -> None:
         if not self.healthy:

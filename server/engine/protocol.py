@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from loramux.adapters.errors import LoramuxError
 
@@ -23,6 +23,9 @@ class EngineUnavailable(LoramuxError):
     status_code = 503
     type = "service_unavailable"
     code = "engine_unavailable"
+
+
+Tier = Literal["device", "host", "store"]  # where an adapter version is; "store": not in the engine
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,14 @@ class Engine(Protocol):
     async def load(self, adapter: AdapterHandle) -> None: ...
 
     async def unload(self, adapter: AdapterHandle) -> None: ...
+
+    async def pin(self, adapter: AdapterHandle, pinned: bool = True) -> None:
+        """Keep a loaded adapter in host memory and a batch slot (False: let the LRU have it again)."""
+        ...
+
+    async def residency(self) -> dict[int, Tier]:
+        """Where each adapter in the engine is: "device" (in a batch slot) or "host" (in memory only)."""
+        ...
 
     async def check_health(self) -> None: ...
 

@@ -17,6 +17,7 @@ from loramux.adapters.errors import InvalidRequest
 
 from . import lora_fix
 from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+from .residency_ext import LoraResidency
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ class VLLMEngine:
             model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
             enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
-            enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars)
+            enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
+            worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
         return cls(AsyncLLM.from_engine_args(args), cfg)
 
     # -- tokenization -------------------------------------------------------------------
@@ -129,6 +131,20 @@ class VLLMEngine:
     async def unload(self, adapter: AdapterHandle) -> None:
         """Frees its slot; a request still holding the handle makes vLLM load it again from `path`."""
         await self._llm.remove_lora(adapter.id)
+
+    async def pin(self, adapter: AdapterHandle, pinned: bool = True) -> None:
+        """vLLM pins in host memory and in a batch slot; it has no unpin, so unpinning loads the adapter afresh."""
+        if pinned:
+            await self._llm.add_lora(self._lora_request(adapter))
+            await self._llm.pin_lora(adapter.id)
+        else:
+            await self._llm.remove_lora(adapter.id)
+            await self.load(adapter)
+
+    async def residency(self) -> dict[int, str]:
+        (report, *_) = await self._llm.collective_rpc("loramux_lora_residency")
+        device = set(report["device"])
+        return {i: "device" if i in device else "host" for i in report["host"]}
 
     async def check_health(self) -> None:
         try:

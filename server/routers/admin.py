@@ -1,4 +1,5 @@
-"""vLLM-compatible adapter admin: POST /v1/load_lora_adapter, /v1/unload_lora_adapter.
+"""Adapter admin: vLLM-compatible POST /v1/load_lora_adapter and /v1/unload_lora_adapter, and
+loramux's residency calls under /v1/admin/adapters (list, pin, unpin, reload).
 
 Admin key only. The catalog admits an adapter (checked against the served base) before the
 engine sees it, so a bad adapter is a 400 listing every problem, never a broken engine.
@@ -7,6 +8,7 @@ engine sees it, so a bad adapter is a 400 listing every problem, never a broken 
 from __future__ import annotations
 
 import secrets
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +17,8 @@ from fastapi.responses import JSONResponse
 
 from loramux.adapters.errors import InvalidRequest, LoramuxError
 
-from ..openai_protocol import LoadAdapterRequest, UnloadAdapterRequest
+from ..catalog import AdapterCatalog
+from ..openai_protocol import AdapterNameRequest, LoadAdapterRequest, UnloadAdapterRequest
 from .deps import Catalog
 
 router = APIRouter()
@@ -40,16 +43,22 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
 Admin = Annotated[None, Depends(require_admin)]
 
 
+async def _reload(catalog: AdapterCatalog, name: str):
+    """Forget cached alias answers and load what `name` names now."""
+    catalog.refresh()
+    handle = await catalog.acquire(name)
+    await catalog.release(handle)
+    if handle is None:
+        raise InvalidRequest(f"`{name}` is the base model; name an adapter", param="name")
+    return handle
+
+
 @router.post("/v1/load_lora_adapter")
 async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
     if body.lora_path is not None:
         handle = await catalog.load(body.lora_name, catalog.admissible_path(Path(body.lora_path)))
-    else:  # a registry name: forget cached alias answers, load what it names now
-        catalog.refresh()
-        handle = await catalog.acquire(body.lora_name)
-        await catalog.release(handle)
-        if handle is None:
-            raise InvalidRequest(f"`{body.lora_name}` is the base model; name an adapter", param="lora_name")
+    else:  # a registry name, read afresh (after an alias move)
+        handle = await _reload(catalog, body.lora_name)
     return JSONResponse({"status": "loaded", "lora_name": body.lora_name, "version": handle.version[:12]})
 
 
@@ -57,3 +66,27 @@ async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
 async def unload_adapter(body: UnloadAdapterRequest, catalog: Catalog, _: Admin):
     await catalog.unload(body.lora_name)
     return JSONResponse({"status": "unloaded", "lora_name": body.lora_name})
+
+
+@router.get("/v1/admin/adapters")
+async def list_adapters(catalog: Catalog, _: Admin):
+    """Every adapter this server can serve: version, state (device | host | store), pin, in-flight, load times."""
+    return JSONResponse({"object": "list", "data": [asdict(row) for row in await catalog.states()]})
+
+
+@router.post("/v1/admin/adapters/pin")
+async def pin_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
+    handle = await catalog.pin(body.name)
+    return JSONResponse({"status": "pinned", "name": body.name, "version": handle.version[:12]})
+
+
+@router.post("/v1/admin/adapters/unpin")
+async def unpin_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
+    await catalog.unpin(body.name)
+    return JSONResponse({"status": "unpinned", "name": body.name})
+
+
+@router.post("/v1/admin/adapters/reload")
+async def reload_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
+    handle = await _reload(catalog, body.name)
+    return JSONResponse({"status": "loaded", "name": body.name, "version": handle.version[:12]})

@@ -42,7 +42,7 @@ def engine(request, tiny_base: Path):
     if request.param == "fake":
         from loramux.server.engine.fake import FakeEngine
 
-        eng = FakeEngine("tiny", max_model_len=128)
+        eng = FakeEngine("tiny", max_model_len=128, max_loras=2)
     else:
         from loramux.server.engine.vllm_engine import EngineConfig, VLLMEngine
 
@@ -127,6 +127,30 @@ def test_two_versions_of_one_name_in_one_batch_stay_apart(engine, loras):
 
     batched = ["".join(d.text for c in chunks for d in c.choices) for chunks in engine.run(together())]
     assert alone[0] != alone[1] and batched == alone * 2
+
+
+def test_residency_reports_batch_slots_and_a_pin_keeps_one(engine, loras):
+    """What the admin listing and `--pin` rely on: a pinned adapter stays in a slot (of 2) while
+    others churn through the rest, and unpinning lets it go, its answers unchanged throughout."""
+    a, b, c = (AdapterHandle(f"acme/{n}", i, loras["acme/a" if n == "a" else "acme/b"])
+               for n, i in (("a", 301), ("b", 302), ("c", 303)))
+    for h in (a, b):
+        engine.run(engine.load(h))
+    before = _text(engine, _req(engine, adapter=a))
+    engine.run(engine.pin(a))
+    assert engine.run(engine.residency())[a.id] == "device"
+    for h in (b, c, b, c):
+        _text(engine, _req(engine, adapter=h))
+        tiers = engine.run(engine.residency())
+        assert tiers[a.id] == tiers[h.id] == "device"
+    assert _text(engine, _req(engine, adapter=a)) == before
+    engine.run(engine.pin(a, pinned=False))
+    for h in (b, c):
+        _text(engine, _req(engine, adapter=h))
+    assert engine.run(engine.residency()).get(a.id) != "device"
+    assert _text(engine, _req(engine, adapter=a)) == before
+    for h in (a, b, c):
+        engine.run(engine.unload(h))
 
 
 def test_bad_input_is_a_client_error(engine, tmp_path):
