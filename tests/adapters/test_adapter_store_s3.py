@@ -120,3 +120,18 @@ def test_credentials_and_endpoint_come_from_the_standard_aws_variables(s3_endpoi
     assert store.client.meta.endpoint_url == s3_endpoint
     creds = store.client._request_signer._credentials
     assert (creds.access_key, creds.method) == (KEY, "env")
+
+
+def test_the_download_cache_stays_under_its_bound(s3_store, adapter_dir, variant, manifest_for, tmp_path):
+    """`serve --cache-gib`: least recently fetched versions go first, a kept one never, and a
+    pruned version is downloaded again (checked) when asked for."""
+    versions = [s3_store.put(v, manifest_for(v)) for v in
+                (variant(adapter_dir, tmp_path / f"v{i}", i) for i in range(1, 5))]
+    other = replica(s3_store, tmp_path / "replica")
+    paths = [Resolver(other).fetch(m) for m in versions]
+    one = sum(f.stat().st_size for f in paths[0].iterdir())
+    dropped = other.prune_cache(2 * one, keep={versions[0].version})
+    assert dropped == [versions[1].version, versions[2].version]  # v0 kept though oldest; v3 fits
+    assert [p.is_dir() for p in paths] == [True, False, False, True]
+    again = Resolver(other).resolve(versions[1].ref).path  # resolves from the cached manifest, downloads
+    assert content_hash(again) == versions[1].version

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,20 +70,11 @@ def registry(tiny_base: Path, tmp_path_factory):
     return store
 
 
-@pytest.fixture(scope="session")
-def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_factory) -> Server:
+@contextlib.contextmanager
+def running_server(args: list[str], log: Path) -> Iterator[str]:
+    """`loramux serve ARGS --port P` in a child process until the block ends; yields its URL."""
     port = free_port()
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    admin_key = "test-admin-key"
-    cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(tiny_base),
-           "--served-name", "tiny", "--dtype", "float32", "--port", str(port),
-           "--registry", str(registry.root), "--refresh-s", "0",
-           "--admin-path", str(tmp_path_factory.getbasetemp()),  # the tests' adapters and merges
-           # as many slots as adapters: the last slot is always occupied, so a leak shows
-           "--max-loras", str(len(adapter_dirs)),
-           "--admin-key", admin_key]
-    for name, path in adapter_dirs.items():
-        cmd += ["--adapter", f"{name}={path}"]
+    cmd = [sys.executable, "-m", "loramux.server.cli", "serve", *args, "--port", str(port)]
     started = time.monotonic()
     with log.open("w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
@@ -89,10 +82,26 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_fa
     try:
         wait_healthy(url, proc, log)
         print(f"\nloramux server healthy after {time.monotonic() - started:.1f}s", file=sys.stderr)
-        yield Server(url, tiny_base, dict(adapter_dirs), admin_key, log, registry)
+        yield url
     finally:
         proc.terminate()
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_factory) -> Server:
+    admin_key = "test-admin-key"
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    args = ["--base", str(tiny_base), "--served-name", "tiny", "--dtype", "float32",
+            "--registry", str(registry.root), "--refresh-s", "0",
+            "--admin-path", str(tmp_path_factory.getbasetemp()),  # the tests' adapters and merges
+            # as many slots as adapters: the last slot is always occupied, so a leak shows
+            "--max-loras", str(len(adapter_dirs)),
+            "--admin-key", admin_key]
+    for name, path in adapter_dirs.items():
+        args += ["--adapter", f"{name}={path}"]
+    with running_server(args, log) as url:
+        yield Server(url, tiny_base, dict(adapter_dirs), admin_key, log, registry)

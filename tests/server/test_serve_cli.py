@@ -92,3 +92,18 @@ def test_bad_settings_from_flags_and_env_are_reported_together(started, monkeypa
 def test_help_states_each_default_and_env_var_once():
     out = _serve("--help").output
     assert "LORAMUX_MAX_LORAS" in out and "[default: 4]" in out
+
+
+def test_pins_are_checked_before_the_engine_starts(started, tiny_base: Path, tmp_path: Path):
+    store_dir = tmp_path / "registry"
+    publish(open_store(str(store_dir)), random_lora(tiny_base, tmp_path / "a", seed=5), tenant="acme",
+            name="support", base=BaseSpec.from_dir(tiny_base))
+    r = _serve("--base", str(tiny_base), "--registry", str(store_dir), "--pin", "acme/support",
+               "--pin", "acme/nope", "--pin", "acme/gone")
+    assert r.exit_code == 2 and not started and "Traceback" not in r.output
+    assert "--pin acme/nope" in r.output and "--pin acme/gone" in r.output and "acme/support:" not in r.output
+    r = _serve("--base", str(tiny_base), "--max-loras", "2", "--pin", "a/x", "--pin", "a/y")
+    assert r.exit_code == 2 and "pin fewer or raise --max-loras" in r.output, r.output
+    r = _serve("--base", str(tiny_base), "--registry", str(store_dir), "--pin", "acme/support", "--idle-s", "30")
+    assert r.exit_code == 0, r.output
+    assert (started[0].pins, started[0].idle_s, started[0].cache_gib) == (["acme/support"], 30.0, 10.0)
