@@ -152,6 +152,7 @@ class AdapterCatalog:
         return handle
 
     async def _engine_load(self, handle: AdapterHandle, source: Source, load_s: dict[str, float]) -> None:
+        await self.evict(room=1)  # make room first, so vLLM's own LRU never has to choose
         started = time.perf_counter()
         try:
             await self.engine.load(handle)
@@ -163,7 +164,6 @@ class AdapterCatalog:
         self.events.adapter_loaded(source, load_s)
         if self.residency.pinned(self._names_of(handle)):
             await self.engine.pin(handle)
-        await self.evict()
 
     async def _reload(self, handle: AdapterHandle) -> AdapterHandle:
         await self._engine_load(handle, "adapter", {})
@@ -198,10 +198,10 @@ class AdapterCatalog:
             key = merged_name([h.version for h in inputs], [w for _, w in parts], merge)
             handle = self._versions.get(key) or await self._single_flight(
                 ("merge", key), lambda: self._load_merged(label, key, inputs, [w for _, w in parts], merge))
+            self._holds[handle.id] += 1  # before the releases below await: the policy never takes a held one
         finally:
             for h in inputs:
                 await self.release(h)
-        self._holds[handle.id] += 1
         return handle
 
     async def _load_merged(self, label: str, key: str, inputs: list[AdapterHandle], weights: list[float],
@@ -288,13 +288,14 @@ class AdapterCatalog:
         names = {n for n, h in self._served.items() if h is handle}
         return names | {n for n, versions in self._current.items() if handle.version in versions}
 
-    async def evict(self) -> None:
-        """Unload what the residency policy lets go: cold versions, then the least recent beyond capacity."""
+    async def evict(self, room: int = 0) -> None:
+        """Unload what the residency policy lets go: cold versions, then the least recent beyond
+        capacity (less `room`, for loads about to happen)."""
         def keep(h: AdapterHandle) -> bool:
             return bool(self._holds.get(h.id)) or self.residency.pinned(self._names_of(h))
 
         async with self._evicting:
-            for entry, reason in self.residency.victims(keep):
+            for entry, reason in self.residency.victims(keep, room):
                 h = entry.handle
                 if keep(h) or h.id not in self.residency.loaded:  # taken again during an earlier unload
                     continue

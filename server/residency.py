@@ -80,7 +80,7 @@ class Residency:
         if (entry := self.loaded.get(handle.id)) is not None:
             entry.last_used, entry.fresh = time.monotonic(), False
 
-    def victims(self, keep: Callable[[AdapterHandle], bool]) -> list[tuple[Loaded, str]]:
+    def victims(self, keep: Callable[[AdapterHandle], bool], room: int = 0) -> list[tuple[Loaded, str]]:
         """(entry, reason) to unload now: cold ones, then the least recently used beyond capacity.
 
         `keep` says which handles are held or pinned. A fresh handle is spared: the request that
@@ -90,6 +90,6 @@ class Residency:
         free = sorted((e for e in self.loaded.values() if not keep(e.handle) and not e.fresh),
                       key=lambda e: e.last_used)
         cold = [e for e in free if self.idle_s and now - e.last_used >= self.idle_s]
-        over = len(self.loaded) - len(cold) - self.capacity
+        over = len(self.loaded) - len(cold) - (self.capacity - room)
         lru = [e for e in free if e not in cold][:max(over, 0)]
         return [(e, "cold") for e in cold] + [(e, "capacity") for e in lru]
