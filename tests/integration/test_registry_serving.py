@@ -48,3 +48,30 @@ def test_registry_adapters_load_on_first_use_and_follow_their_alias(server):
     finally:
         store.set_alias(v1.ref, "prod")
     assert _ask(server, "reg/one").headers["x-loramux-adapter-version"] == v1.short_version
+
+
+def test_the_admin_api_shows_where_adapters_are_and_pins_them(server):
+    """On the real engine: a just-used adapter is in a batch slot, a pin keeps it there while
+    the other slots churn, and the listing covers static and registry adapters alike."""
+    admin = {"Authorization": f"Bearer {server.admin_key}"}
+
+    def rows() -> dict[str, dict]:
+        r = httpx.get(f"{server.url}/v1/admin/adapters", headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+        return {row["name"]: row for row in r.json()["data"]}
+
+    assert _ask(server, "reg/one").status_code == 200
+    listed = rows()
+    assert listed["reg/one"]["state"] == "device" and listed["reg/one"]["source"] == "registry"
+    assert set(listed["reg/one"]["load_s"]) == {"fetch", "validate", "engine"}
+    assert set(server.adapters) <= set(listed)
+    r = httpx.post(f"{server.url}/v1/admin/adapters/pin", json={"name": "reg/one"}, headers=admin, timeout=60)
+    assert r.status_code == 200, r.text
+    try:
+        for name in server.adapters:  # every other slot used since
+            assert _ask(server, name).status_code == 200
+        assert rows()["reg/one"] | {"idle_s": None} == listed["reg/one"] | {"pinned": True, "idle_s": None}
+    finally:
+        r = httpx.post(f"{server.url}/v1/admin/adapters/unpin", json={"name": "reg/one"}, headers=admin, timeout=60)
+        assert r.status_code == 200, r.text
+    assert not rows()["reg/one"]["pinned"]
