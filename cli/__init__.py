@@ -3,6 +3,7 @@
     loramux serve ...        the base and its adapters behind the OpenAI API  (server/cli.py)
     loramux adapters ...     the registry: publish, list, show, alias, ...    (adapters/cli.py)
     loramux trainer ...      train, add-tenant, merge, plan, compare, demo    (trainer/cli.py; also `trainer`)
+    loramux keys ...         tenant API keys: create, list, revoke             (cli/keys.py)
     loramux base build-tiny  the offline tiny base                             (cli/base.py)
 
 Each group lives with the package it drives and is imported only when named, so `loramux --help`
@@ -27,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "adapters": ("loramux.adapters.cli", "The adapter registry: publish, list, show, alias, rollback, rm, validate."),
     "trainer": ("loramux.trainer.cli", "Train, gate and publish adapters: train, add-tenant, merge, plan, compare, "
                                        "demo, demo-data."),
+    "keys": ("loramux.cli.keys", "Tenant API keys for `serve --keys`: create, list, revoke."),
     "base": ("loramux.cli.base", "Base models: build-tiny."),
 }
 SINGLE = {"serve"}  # groups of one in their module: mounted as the command itself

@@ -15,6 +15,7 @@ from .catalog import AdapterCatalog
 from .engine.protocol import Engine
 from .errors import install_error_handlers
 from .generation import GenerationService
+from .keys import Keyring
 from .metrics import Metrics
 from .middleware import ContextMiddleware
 from .routers import admin, completions, health, models
@@ -57,6 +58,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
 
     app = FastAPI(title="loramux", lifespan=lifespan)
     app.state.settings = settings
+    app.state.keyring = Keyring(settings.keys) if settings.keys is not None else None
     app.state.metrics = Metrics()
     install_error_handlers(app)
 

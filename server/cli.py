@@ -99,6 +99,7 @@ def serve(
     max_model_len: Annotated[int | None, _flag("max_model_len")] = None,
     host: Annotated[str | None, _flag("host")] = None,
     port: Annotated[int | None, _flag("port")] = None,
+    keys: Annotated[Path | None, _flag("keys")] = None,
     admin_key: Annotated[str | None, _flag("admin_key")] = None,
     admin_path: Annotated[list[Path] | None, _flag("admin_paths")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
@@ -107,7 +108,7 @@ def serve(
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
-                 admin_paths=admin_path or None, pins=pin or None, idle_s=idle_s, cache_gib=cache_gib)
+                 admin_paths=admin_path or None, keys=keys, pins=pin or None, idle_s=idle_s, cache_gib=cache_gib)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
@@ -115,6 +116,10 @@ def serve(
     from .admission import admit_configured
 
     # every problem at once, before the engine starts; a LoramuxError is one line and exit 2
+    if settings.keys is not None:
+        from .keys import KeysFile
+
+        KeysFile.read(settings.keys)
     admit_configured(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))
     if settings.registry is not None:  # registry names are served on demand and follow their aliases
         adapters = {n: p for n, p in adapters.items() if any(v.startswith(f"{n}=") for v in adapter or [])}
@@ -135,8 +140,9 @@ def run_server(settings: ServerSettings) -> None:
             max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
             progress_bars=s.log_level in ("debug", "info")))
         served = f"{len(s.adapters)} adapter(s)" + (f" and the registry {s.registry}" if s.registry else "")
+        access = f"keys from {s.keys}" if s.keys else "open to every client (no --keys)"
         err.print(f"engine ready in {time.perf_counter() - started:.1f}s; serving {s.base_name}, {served} "
-                  f"on http://{s.host}:{s.port}/v1", highlight=False)
+                  f"on http://{s.host}:{s.port}/v1; {access}", highlight=False)
         return engine
 
     uvicorn.run(create_app(settings, start_engine), host=settings.host, port=settings.port,

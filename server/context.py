@@ -39,6 +39,8 @@ class RequestContext:
     request_id: str
     endpoint: str | None  # None: not an endpoint we account for
     routing_key: str | None = None  # x-loramux-routing-key: which side of a canary split
+    tenant: str | None = None  # whose key it came with (None: an open server)
+    key_id: str | None = None  # the key's id, for logs; never the key
     started: float = field(default_factory=time.perf_counter)
     model: str | None = None
     adapter: AdapterHandle | None = None

@@ -45,6 +45,8 @@ class ServerSettings(BaseSettings):
     """Interface to listen on."""
     port: int = Field(8000, ge=0, le=65535)
     """Port to listen on."""
+    keys: Path | None = None
+    """Tenant keys file (`loramux keys create`); re-read when it changes. Without it the server is open."""
     admin_key: str | None = None
     """Bearer key for the adapter admin endpoints; admin is disabled without one."""
     admin_paths: list[Path] = Field(default_factory=list)

@@ -15,29 +15,31 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from loramux.adapters.errors import InvalidRequest, LoramuxError
+from loramux.adapters.errors import InvalidRequest
 
 from ..catalog import AdapterCatalog
+from ..keys import InvalidApiKey, PermissionDenied
 from ..openai_protocol import AdapterNameRequest, LoadAdapterRequest, UnloadAdapterRequest
 from .deps import Catalog
 
 router = APIRouter()
 
 
-class InvalidAdminKey(LoramuxError):
-    status_code = 401
-    type = "invalid_request_error"
-    code = "invalid_api_key"
-
-
 def require_admin(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
-    expected = request.app.state.settings.admin_key
-    if not expected:
-        raise InvalidAdminKey("Adapter admin is disabled: start the server with --admin-key "
-                              "(or LORAMUX_ADMIN_KEY) to enable it.")
+    """The server's --admin-key, or a key created with --admin; another live key is a 403."""
+    expected, keyring = request.app.state.settings.admin_key, request.app.state.keyring
     given = (authorization or "").removeprefix("Bearer ").strip()
-    if not secrets.compare_digest(given.encode(), expected.encode()):
-        raise InvalidAdminKey("Incorrect admin key provided.")
+    if expected and secrets.compare_digest(given.encode(), expected.encode()):
+        return
+    if keyring is not None:
+        if keyring.check(authorization).admin:
+            return
+        raise PermissionDenied("This key may not call admin endpoints; use a key created with "
+                               "`loramux keys create --admin` or the server's --admin-key.")
+    if not expected:
+        raise InvalidApiKey("Adapter admin is disabled: start the server with --admin-key "
+                            "(or LORAMUX_ADMIN_KEY), or with --keys and an --admin key, to enable it.")
+    raise InvalidApiKey("Incorrect admin key provided.")
 
 
 Admin = Annotated[None, Depends(require_admin)]

@@ -7,13 +7,16 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from loramux.adapters.store.base import not_found
+
 from ..catalog import AdapterCatalog
 from ..context import Ctx, RequestContext
 from ..errors import sse_error
 from ..generation import GenerationService
+from ..keys import KeyRecord
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from ..responses import DONE
-from .deps import Catalog, Service
+from .deps import Caller, Catalog, Service
 
 router = APIRouter()
 VERSION_HEADER = "x-loramux-adapter-version"  # the first 12 hex digits of the version that answered
@@ -28,9 +31,14 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield DONE
 
 
-async def _answer(req: SamplingFields, ctx: RequestContext, catalog: AdapterCatalog, service: GenerationService):
+async def _answer(req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None, catalog: AdapterCatalog,
+                  service: GenerationService):
     # 404 first; unknown names never become labels. The handle is held until the response is done.
     parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
+    if caller is not None:  # a name it may not use is the 404 of a name that exists nowhere
+        for name in [n for n, _ in parts] if parts else req.model.split("+"):
+            if not caller.may_use(name, catalog.base_name):
+                raise not_found(name)
     handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge)
     ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
     result = await service.respond(req, ctx)
@@ -42,10 +50,11 @@ async def _answer(req: SamplingFields, ctx: RequestContext, catalog: AdapterCata
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, ctx: Ctx, catalog: Catalog, service: Service):
-    return await _answer(req, ctx, catalog, service)
+async def completions(req: CompletionRequest, ctx: Ctx, caller: Caller, catalog: Catalog, service: Service):
+    return await _answer(req, ctx, caller, catalog, service)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, catalog: Catalog, service: Service):
-    return await _answer(req, ctx, catalog, service)
+async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, caller: Caller, catalog: Catalog,
+                           service: Service):
+    return await _answer(req, ctx, caller, catalog, service)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 
 from ..catalog import AdapterCatalog
 from ..engine.protocol import Engine
+from ..context import request_context
 from ..generation import GenerationService
+from ..keys import KeyRecord
 
 
 def _catalog(request: Request) -> AdapterCatalog:
@@ -23,6 +25,18 @@ def _engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
+def _caller(request: Request, authorization: Annotated[str | None, Header()] = None) -> KeyRecord | None:
+    """The key a request came with (401 unless it is live); None on a server without --keys."""
+    keyring = request.app.state.keyring
+    if keyring is None:
+        return None
+    record = keyring.check(authorization)
+    ctx = request_context(request)
+    ctx.tenant, ctx.key_id = record.tenant, record.id
+    return record
+
+
+Caller = Annotated[KeyRecord | None, Depends(_caller)]
 Catalog = Annotated[AdapterCatalog, Depends(_catalog)]
 Service = Annotated[GenerationService, Depends(_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]

@@ -107,3 +107,8 @@ def test_pins_are_checked_before_the_engine_starts(started, tiny_base: Path, tmp
     r = _serve("--base", str(tiny_base), "--registry", str(store_dir), "--pin", "acme/support", "--idle-s", "30")
     assert r.exit_code == 0, r.output
     assert (started[0].pins, started[0].idle_s, started[0].cache_gib) == (["acme/support"], 30.0, 10.0)
+
+
+def test_a_missing_keys_file_says_how_to_make_one(started, tiny_base: Path, tmp_path: Path):
+    r = _serve("--base", str(tiny_base), "--keys", str(tmp_path / "keys.json"))
+    assert r.exit_code == 2 and not started and "loramux keys create" in r.output, r.output
