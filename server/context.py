@@ -51,6 +51,11 @@ class RequestContext:
     ttft: float | None = None
     generated: bool = False
 
+    def log_fields(self) -> dict[str, str | None]:
+        """What a log line says about the request: never the key, only its id and tenant."""
+        return {"request_id": self.request_id, "endpoint": self.endpoint, "model": self.model,
+                "tenant": self.tenant, "key_id": self.key_id}
+
     def resolved(self, model: str, adapter: AdapterHandle | None,
                  release: Callable[[], Awaitable[None]] | None = None) -> None:
         self.model, self.adapter, self.release = model, adapter, release

@@ -45,7 +45,7 @@ class ContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:
-            log.exception("unexpected error", extra={"request_id": ctx.request_id})
+            log.exception("unexpected error", extra=ctx.log_fields())
             if not started:
                 await send_with_id({"type": "http.response.start", "status": 500,
                                     "headers": [(b"content-type", b"application/json")]})
@@ -54,3 +54,4 @@ class ContextMiddleware:
             outcome = await ctx.close(status)
             if ctx.endpoint:
                 self.metrics.record(outcome)
+                log.info("request", extra=ctx.log_fields() | {"status": status, "seconds": round(outcome.seconds, 4)})

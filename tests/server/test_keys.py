@@ -134,3 +134,12 @@ def test_a_broken_keys_file_keeps_the_keys_read_before(tmp_path: Path, keys):
     ring = Keyring(Path(keys["path"]), check_every_s=0)
     Path(keys["path"]).write_text("{not json")
     assert ring.check(f"Bearer {keys['acme']}").tenant == "acme"
+
+
+def test_logs_carry_the_tenant_and_key_id_never_the_key(client, keys, caplog):
+    with caplog.at_level("INFO", logger="loramux.server"):
+        _oai(client, keys["acme"]).completions.create(model="acme/support", prompt="hi", max_tokens=2)
+    (line,) = [r for r in caplog.records if r.getMessage() == "request"]
+    assert (line.tenant, line.key_id, line.model, line.status) == ("acme", keys["acme"].split("-")[1],
+                                                                    "acme/support", 200)
+    assert all(keys["acme"] not in str(v) for r in caplog.records for v in vars(r).values())
