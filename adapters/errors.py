@@ -19,6 +19,10 @@ class LoramuxError(Exception):
         self.message = message
         self.param = param
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries besides the body (e.g. Retry-After)."""
+        return {}
+
 
 class InvalidRequest(LoramuxError):
     """The caller asked for something malformed; `param` names the field to fix."""

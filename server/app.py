@@ -16,6 +16,7 @@ from .engine.protocol import Engine
 from .errors import install_error_handlers
 from .generation import GenerationService
 from .keys import Keyring
+from .quotas import Quotas
 from .metrics import Metrics
 from .middleware import ContextMiddleware
 from .routers import admin, completions, health, models
@@ -60,6 +61,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     app.state.settings = settings
     app.state.keyring = Keyring(settings.keys) if settings.keys is not None else None
     app.state.metrics = Metrics()
+    app.state.quotas = Quotas(on_reject=app.state.metrics.quota_rejected)
     install_error_handlers(app)
 
     app.add_middleware(ContextMiddleware, metrics=app.state.metrics)

@@ -45,6 +45,9 @@ class RequestContext:
     model: str | None = None
     adapter: AdapterHandle | None = None
     release: Callable[[], Awaitable[None]] | None = None  # gives the adapter back when the response is done
+    reserve: Callable[[int], None] | None = None  # claims a request's tokens against its key's quota
+    headers: Callable[[], dict[str, str]] | None = None  # extra response headers, read as the response starts
+    on_close: list[Callable[[RequestContext], None]] = field(default_factory=list)
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -72,6 +75,9 @@ class RequestContext:
         if self.release is not None:
             release, self.release = self.release, None
             await release()
+        for done in self.on_close:
+            done(self)
+        self.on_close.clear()
         return Outcome(self.request_id, self.endpoint or "-", self.model or "-", status,
                        time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
                        self.ttft, self.generated, self.error)

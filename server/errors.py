@@ -33,7 +33,7 @@ def install_error_handlers(app: FastAPI) -> None:
             log.error("request failed", extra={"request_id": request_context(request).request_id,
                                                "error": exc.message})
         return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code),
-                            status_code=exc.status_code)
+                            status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

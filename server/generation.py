@@ -85,6 +85,8 @@ class GenerationService:
             raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
                                  param=bad[0])
         requests = self._requests(req, ep, ctx)
+        if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
+            ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             return self._stream(req.n, Chunks(ep.shape, req.model, include_usage), requests, ctx)

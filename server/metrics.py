@@ -50,6 +50,13 @@ class Metrics:
                                          "policy, by reason (cold, capacity).", ["source", "reason"],
                                          registry=self.registry)
 
+        self.quota_rejections = Counter("loramux_quota_rejections", "Requests refused by a key's quota, by "
+                                        "tenant and limit (requests, tokens, in_flight).", ["tenant", "limit"],
+                                        registry=self.registry)
+
+    def quota_rejected(self, tenant: str, limit: str) -> None:
+        self.quota_rejections.labels(tenant, limit).inc()
+
     # -- the catalog's ResidencyEvents ------------------------------------------------------
     def adapter_loaded(self, source: Source, load_s: dict[str, float]) -> None:
         self.adapter_loads.labels(source, "ok").inc()

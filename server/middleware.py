@@ -39,7 +39,9 @@ class ContextMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", ctx.request_id.encode())]
+                extra = ctx.headers() if ctx.headers is not None else {}
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", ctx.request_id.encode()),
+                                      *((k.encode(), v.encode()) for k, v in extra.items())]
             await send(message)
 
         try:

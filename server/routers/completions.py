@@ -14,9 +14,10 @@ from ..context import Ctx, RequestContext
 from ..errors import sse_error
 from ..generation import GenerationService
 from ..keys import KeyRecord
+from ..quotas import Quotas
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from ..responses import DONE
-from .deps import Caller, Catalog, Service
+from .deps import Caller, Catalog, QuotasDep, Service
 
 router = APIRouter()
 VERSION_HEADER = "x-loramux-adapter-version"  # the first 12 hex digits of the version that answered
@@ -31,14 +32,25 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield DONE
 
 
-async def _answer(req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None, catalog: AdapterCatalog,
-                  service: GenerationService):
+def _admit(req: SamplingFields, parts: list[tuple[str, float]] | None, caller: KeyRecord, base_name: str,
+           ctx: RequestContext, quotas: Quotas) -> None:
+    """A name the key may not use is the 404 of a name that exists nowhere; then its quotas."""
+    for name in [n for n, _ in parts] if parts else req.model.split("+"):
+        if not caller.may_use(name, base_name):
+            raise not_found(name)
+    quotas.admit(caller)
+    reservation: list = []
+    ctx.reserve = lambda tokens: reservation.append(quotas.reserve(caller, tokens))
+    ctx.on_close.append(lambda c: quotas.finish(caller, reservation[0] if reservation else None,
+                                                c.prompt_tokens + c.completion_tokens if c.generated else None))
+
+
+async def _answer(req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None, quotas: Quotas,
+                  catalog: AdapterCatalog, service: GenerationService):
     # 404 first; unknown names never become labels. The handle is held until the response is done.
     parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
-    if caller is not None:  # a name it may not use is the 404 of a name that exists nowhere
-        for name in [n for n, _ in parts] if parts else req.model.split("+"):
-            if not caller.may_use(name, catalog.base_name):
-                raise not_found(name)
+    if caller is not None:
+        _admit(req, parts, caller, catalog.base_name, ctx, quotas)
     handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge)
     ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
     result = await service.respond(req, ctx)
@@ -50,11 +62,12 @@ async def _answer(req: SamplingFields, ctx: RequestContext, caller: KeyRecord | 
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, ctx: Ctx, caller: Caller, catalog: Catalog, service: Service):
-    return await _answer(req, ctx, caller, catalog, service)
+async def completions(req: CompletionRequest, ctx: Ctx, caller: Caller, quotas: QuotasDep, catalog: Catalog,
+                      service: Service):
+    return await _answer(req, ctx, caller, quotas, catalog, service)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, caller: Caller, catalog: Catalog,
-                           service: Service):
-    return await _answer(req, ctx, caller, catalog, service)
+async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, caller: Caller, quotas: QuotasDep,
+                           catalog: Catalog, service: Service):
+    return await _answer(req, ctx, caller, quotas, catalog, service)
