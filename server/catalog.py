@@ -52,6 +52,8 @@ class AdapterCatalog:
         self._served: dict[str, AdapterHandle] = {}  # named at start or by the admin API
         self._versions: dict[str, AdapterHandle] = {}  # loaded registry version (or merge recipe) -> handle
         self._current: dict[str, frozenset[str]] = {}  # requested name -> versions its route names now
+        self._named: Counter[str] = Counter()  # version -> how many requested names name it now
+        self._fetched = False  # a download since the cache was last pruned
         self._holds: Counter[int] = Counter()
         self._retired: dict[int, AdapterHandle] = {}  # superseded, unloaded when no longer held
         self._ids = itertools.count(1)  # never reused: an id always means one version
@@ -162,7 +164,7 @@ class AdapterCatalog:
         load_s["engine"] = time.perf_counter() - started
         self.residency.add(handle, source, load_s)
         self.events.adapter_loaded(source, load_s)
-        if self.residency.pinned(self._names_of(handle)):
+        if self._pinned(handle):
             await self.engine.pin(handle)
 
     async def _reload(self, handle: AdapterHandle) -> AdapterHandle:
@@ -173,6 +175,7 @@ class AdapterCatalog:
     async def _load_version(self, manifest: Manifest) -> AdapterHandle:
         assert self.resolver is not None
         load_s: dict[str, float] = {}
+        making_room = asyncio.create_task(self.evict(room=1))  # meanwhile; awaited before the engine load
         try:
             with _timed(load_s, "fetch"):
                 path = await asyncio.to_thread(self.resolver.fetch, manifest)
@@ -182,6 +185,9 @@ class AdapterCatalog:
         except Exception:
             self.events.adapter_load_failed("registry")
             raise
+        finally:
+            await making_room
+        self._fetched = True
         handle = self._versions[manifest.version] = await self._start(name, path, manifest.version, "registry", load_s)
         return handle
 
@@ -234,14 +240,20 @@ class AdapterCatalog:
     async def _moved(self, model: str, route: Route) -> None:
         """Remember which versions `model` names now; retire those it named before if nothing else does."""
         now = frozenset(m.version for m in (route.primary, route.canary) if m is not None)
-        before = self._current.get(model, now)
+        before = self._current.get(model, frozenset())
+        if now == before:
+            return
         self._current[model] = now
-        named = set().union(*self._current.values())
-        for version in before - named:
+        self._named.update(now)
+        self._named.subtract(before)
+        for version in before - now:
+            if self._named[version] > 0:
+                continue
+            del self._named[version]
             if (old := self._versions.pop(version, None)) is not None:
                 await self._retire(old)
         for version in now - before:  # a pinned name's new version is pinned too
-            if (new := self._versions.get(version)) is not None and self.residency.pinned(self._names_of(new)):
+            if (new := self._versions.get(version)) is not None and self._pinned(new):
                 await self.engine.pin(new)
 
     async def load(self, name: str, path: Path) -> AdapterHandle:
@@ -283,6 +295,11 @@ class AdapterCatalog:
         await self._retire(handle)
 
     # -- residency --------------------------------------------------------------------------
+    def _pinned(self, handle: AdapterHandle) -> bool:
+        """Whether a pinned name serves `handle` now (looks at the pins only: there are few)."""
+        return any(self._served.get(p) is handle or handle.version in self._current.get(p, ())
+                   for p in self.residency.pins)
+
     def _names_of(self, handle: AdapterHandle) -> set[str]:
         """The requested names that serve `handle` now."""
         names = {n for n, h in self._served.items() if h is handle}
@@ -292,7 +309,7 @@ class AdapterCatalog:
         """Unload what the residency policy lets go: cold versions, then the least recent beyond
         capacity (less `room`, for loads about to happen)."""
         def keep(h: AdapterHandle) -> bool:
-            return bool(self._holds.get(h.id)) or self.residency.pinned(self._names_of(h))
+            return bool(self._holds.get(h.id)) or self._pinned(h)
 
         async with self._evicting:
             for entry, reason in self.residency.victims(keep, room):
@@ -310,7 +327,8 @@ class AdapterCatalog:
         while True:
             await asyncio.sleep(tick)
             await self.evict()
-            if self.resolver is not None:
+            if self._fetched and self.resolver is not None:
+                self._fetched = False
                 await asyncio.to_thread(self._prune_downloads)
 
     def _prune_downloads(self) -> None:
@@ -340,8 +358,7 @@ class AdapterCatalog:
                                  param="name")
         self.residency.pins.discard(name)
         for entry in list(self.residency.loaded.values()):
-            names = self._names_of(entry.handle)
-            if name in names and not self.residency.pinned(names):
+            if name in self._names_of(entry.handle) and not self._pinned(entry.handle):
                 await self.engine.pin(entry.handle, pinned=False)
 
     async def states(self) -> list[AdapterState]:
@@ -354,7 +371,7 @@ class AdapterCatalog:
             seen |= names | {h.name}
             rows.append(AdapterState(
                 name=h.name, version=h.version[:12], source=entry.source, state=tiers.get(h.id, "store"),
-                pinned=self.residency.pinned(names), in_flight=self._holds.get(h.id, 0),
+                pinned=self._pinned(h), in_flight=self._holds.get(h.id, 0),
                 idle_s=round(now - entry.last_used, 3), load_s={k: round(v, 6) for k, v in entry.load_s.items()}))
         for name, handle in self._served.items():
             if name not in seen:

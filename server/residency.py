@@ -72,10 +72,6 @@ class Residency:
     def add(self, handle: AdapterHandle, source: Source, load_s: dict[str, float] | None = None) -> None:
         self.loaded[handle.id] = Loaded(handle, source, load_s or {})
 
-    def pinned(self, names: set[str]) -> bool:
-        """Whether a handle served under `names` is pinned."""
-        return not self.pins.isdisjoint(names)
-
     def touch(self, handle: AdapterHandle) -> None:
         if (entry := self.loaded.get(handle.id)) is not None:
             entry.last_used, entry.fresh = time.monotonic(), False
