@@ -130,7 +130,8 @@ class TrainingSettings(_Strict):
     eval_steps: int | None = Field(None, gt=0)
     """Evaluate every N steps instead; null = from `evals_per_run` (or `save_steps` when that is set)."""
     early_stopping_patience: int | None = Field(3, gt=0)
-    """Stop after this many evaluations without a better score; null = run every step."""
+    """Stop after this many evaluations without a better score, or at the second perfect one in a row;
+    null = run every step."""
     load_best: bool = True
     """Save the checkpoint with the best evaluation score (task metric, then held-out loss), not the last."""
     save_steps: int | None = Field(None, gt=0)

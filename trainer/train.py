@@ -165,10 +165,10 @@ class Built:
 def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = None) -> Built:
     """Load the base for the method, tokenize and pack the data, wire evaluation; nothing trains yet."""
     import torch
-    from transformers import AutoTokenizer, EarlyStoppingCallback, PrinterCallback, set_seed
+    from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from loramux.trainer.evalloop import MIN_GAIN, RunLength, SampledMetric, run_length
+    from loramux.trainer.evalloop import MIN_GAIN, EarlyStopping, RunLength, SampledMetric, run_length
     from loramux.trainer.progress import RichProgress
 
     quiet()
@@ -185,7 +185,7 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     callbacks = [SampledMetric(AutoTokenizer.from_pretrained(cfg.base), sample, cfg.eval.metric,
                                cfg.eval.batch_size, cfg.eval.max_new_tokens)]  # before the callbacks reading it
     if cfg.training.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(cfg.training.early_stopping_patience, MIN_GAIN))
+        callbacks.append(EarlyStopping(cfg.training.early_stopping_patience, MIN_GAIN, cfg.eval.metric))
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(splits.train),
                              eval_dataset=_dataset(splits.eval), processing_class=tokenizer,

@@ -42,3 +42,28 @@ def test_progress_bar_shows_the_latest_evaluation():
     assert bar.progress.tasks[0].fields["score"] == "eval loss 0.750 exact_match 0.88"
     bar.on_train_end(None, state, None)
     assert "exact_match 0.88" in buf.getvalue()
+
+
+def _evaluations(points: list[tuple[float, float]]) -> list[bool]:
+    """should_training_stop after each (exact_match, loss) evaluation, with the run's objective and patience 3."""
+    from transformers import TrainerControl
+
+    from loramux.trainer.evalloop import LOSS_WEIGHT, MIN_GAIN, EarlyStopping
+
+    cb, control = EarlyStopping(3, MIN_GAIN, "exact_match"), TrainerControl()
+    args, state, stops = SimpleNamespace(greater_is_better=True, metric_for_best_model="eval_objective"), \
+        SimpleNamespace(best_metric=None), []
+    for em, loss in points:
+        objective = em - LOSS_WEIGHT * loss
+        cb.on_evaluate(args, state, control, {"eval_exact_match": em, "eval_objective": objective})
+        state.best_metric = max(objective, state.best_metric or -1e9)  # as the Trainer does after callbacks
+        stops.append(control.should_training_stop)
+    return stops
+
+
+def test_two_perfect_evaluations_in_a_row_end_the_run_even_while_the_loss_still_drops():
+    assert _evaluations([(0.3, 1.7), (1.0, 0.81), (1.0, 0.80)]) == [False, False, True]
+    assert _evaluations([(1.0, 0.9), (0.97, 0.8), (1.0, 0.7), (0.97, 0.6)]) == [False] * 4  # not in a row
+    # a flat 0% still improves through the loss, so patience lasts until the metric can rise
+    assert _evaluations([(0.0, 3.0), (0.0, 2.5), (0.0, 2.0), (0.0, 1.5), (0.0, 1.5)]) == [False] * 5
+    assert _evaluations([(0.5, 2.0)] * 4) == [False, False, False, True]  # plain patience is kept

@@ -1,8 +1,9 @@
 """The DEFAULT recipes learn tasks they were not tuned on: >= 95% held-out exact match, base <= 5%.
 
 Three generated tasks (tests/trainer/tasks.py) x LoRA and QLoRA, each trained once per session
-with the shipped recipe and nothing but the data and threads given: the run picks its own length
-(epochs from the data size), evaluates while training, stops early and keeps the best checkpoint.
+(side by side: conftest.py's `pool`) with the shipped recipe and nothing but the data and threads
+given: the run picks its own length (epochs from the data size), evaluates while training, stops
+early and keeps the best checkpoint.
 Each run also reports forgetting (general-text NLL change against the base) in metrics.json.
 """
 
@@ -24,25 +25,21 @@ FAST = ["training.threads=1"]
 
 
 @pytest.fixture(scope="session")
-def task_run(tiny_base, tmp_path_factory):
-    """(task, method) -> TrainResult, trained on first use and shared by every test."""
+def task_run(pool, tiny_base, tmp_path_factory):
+    """(task, method) -> TrainResult; every run starts in `pool` on first use, the longest first (measured)."""
     from loramux.trainer.config import load_config, recipe_path
     from loramux.trainer.data import write_jsonl
     from loramux.trainer.train import train
 
     runs = {}
-
-    def get(task: str, method: str):
-        if (task, method) not in runs:
-            root = tmp_path_factory.mktemp(f"{task}-{method}")
-            rows, held = make_task(task, n_train=N_TRAIN, n_eval=N_EVAL)
-            cfg = load_config(recipe_path(method), [
-                f"base={tiny_base}", f"data.train={write_jsonl(root / 'train.jsonl', rows)}",
-                f"data.eval={write_jsonl(root / 'eval.jsonl', held)}", f"output_dir={root / 'run'}", *FAST])
-            runs[task, method] = train(cfg)
-        return runs[task, method]
-
-    return get
+    for method, task in [(m, t) for m in ("qlora", "lora") for t in ("multiturn", "middle", "intents")]:
+        root = tmp_path_factory.mktemp(f"{task}-{method}")
+        rows, held = make_task(task, n_train=N_TRAIN, n_eval=N_EVAL)
+        cfg = load_config(recipe_path(method), [
+            f"base={tiny_base}", f"data.train={write_jsonl(root / 'train.jsonl', rows)}",
+            f"data.eval={write_jsonl(root / 'eval.jsonl', held)}", f"output_dir={root / 'run'}", *FAST])
+        runs[task, method] = pool.submit(train, cfg)
+    return lambda task, method: runs[task, method].result()
 
 
 @pytest.mark.parametrize("method", METHODS)
