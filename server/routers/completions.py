@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from loramux.adapters.store.base import not_found
 
 from ..catalog import AdapterCatalog
 from ..context import Ctx, RequestContext
+from ..engine.protocol import AdapterHandle
 from ..errors import sse_error
 from ..generation import GenerationService
 from ..keys import KeyRecord
@@ -20,6 +23,7 @@ from ..responses import DONE
 from .deps import Caller, Catalog, QuotasDep, Service
 
 router = APIRouter()
+CLIENT_CLOSED = 499  # nginx's "client closed request": in metrics and logs, never sent
 VERSION_HEADER = "x-loramux-adapter-version"  # the first 12 hex digits of the version that answered
 
 
@@ -45,29 +49,60 @@ def _admit(req: SamplingFields, parts: list[tuple[str, float]] | None, caller: K
                                                 c.prompt_tokens + c.completion_tokens if c.generated else None))
 
 
-async def _answer(req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None, quotas: Quotas,
-                  catalog: AdapterCatalog, service: GenerationService):
+async def _answer(request: Request, req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None,
+                  quotas: Quotas, catalog: AdapterCatalog, service: GenerationService):
     # 404 first; unknown names never become labels. The handle is held until the response is done.
     parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
     if caller is not None:
         _admit(req, parts, caller, catalog.base_name, ctx, quotas)
     handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge)
     ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
+    if not req.stream:  # a stream notices the client leaving itself: Starlette cancels its body
+        return await _unless_disconnected(request, _whole(req, ctx, service, handle))
     result = await service.respond(req, ctx)
-    headers = {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
-    if req.stream:
-        return StreamingResponse(_guarded(result), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", **headers})
-    return JSONResponse(result, headers=headers)
+    return StreamingResponse(_guarded(result), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", **_version(handle)})
+
+
+def _version(handle: AdapterHandle | None) -> dict[str, str]:
+    return {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
+
+
+async def _whole(req: SamplingFields, ctx: RequestContext, service: GenerationService,
+                 handle: AdapterHandle | None) -> JSONResponse:
+    return JSONResponse(await service.respond(req, ctx), headers=_version(handle))
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
+    """The response, or 499 once the client has gone: cancelling the work makes vLLM abort the
+    request, so its batch slot frees at once instead of generating for nobody (as vLLM's own
+    server does for non-streamed requests)."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return Response(status_code=CLIENT_CLOSED)
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":  # the body was read: only this can come
+        pass
 
 
 @router.post("/v1/completions")
-async def completions(req: CompletionRequest, ctx: Ctx, caller: Caller, quotas: QuotasDep, catalog: Catalog,
-                      service: Service):
-    return await _answer(req, ctx, caller, quotas, catalog, service)
+async def completions(request: Request, req: CompletionRequest, ctx: Ctx, caller: Caller, quotas: QuotasDep,
+                      catalog: Catalog, service: Service):
+    return await _answer(request, req, ctx, caller, quotas, catalog, service)
 
 
 @router.post("/v1/chat/completions")
-async def chat_completions(req: ChatCompletionRequest, ctx: Ctx, caller: Caller, quotas: QuotasDep,
-                           catalog: Catalog, service: Service):
-    return await _answer(req, ctx, caller, quotas, catalog, service)
+async def chat_completions(request: Request, req: ChatCompletionRequest, ctx: Ctx, caller: Caller,
+                           quotas: QuotasDep, catalog: Catalog, service: Service):
+    return await _answer(request, req, ctx, caller, quotas, catalog, service)
