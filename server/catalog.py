@@ -69,8 +69,11 @@ class AdapterCatalog:
 
     # -- requests ---------------------------------------------------------------------------
     async def acquire(self, model: str, routing_key: str | None = None, *,
-                      parts: list[tuple[str, float]] | None = None, merge: str = "cat") -> AdapterHandle | None:
+                      parts: list[tuple[str, float]] | None = None, merge: str = "cat",
+                      phases: dict[str, float] | None = None) -> AdapterHandle | None:
         """The handle a request for `model` runs with (None for the base), held until `release`.
+
+        Time spent waiting for a load (its own or another request's) is added to `phases["load"]`.
 
         `T/A+T/B` (or `parts`, name and weight each) is their merge by `merge`, built once per
         distinct recipe. Unknown names are a 404 that never says whether they exist
@@ -79,14 +82,14 @@ class AdapterCatalog:
         if parts is None and "+" in model:
             parts = [(name, 1.0) for name in model.split("+")]
         if parts:
-            handle = await self._acquire_merged("+".join(n for n, _ in parts), parts, merge, routing_key)
+            handle = await self._acquire_merged("+".join(n for n, _ in parts), parts, merge, routing_key, phases)
         elif model == self.engine.base_name:
             return None
         elif (handle := self._served.get(model)) is not None:
             self._holds[handle.id] += 1  # held before any await: the policy never unloads a held handle
             if handle.id not in self.residency.loaded:  # the policy unloaded it while cold
                 try:
-                    await self._single_flight(("reload", str(handle.id)), lambda: self._reload(handle))
+                    await self._single_flight(("reload", str(handle.id)), lambda: self._reload(handle), phases)
                 except BaseException:
                     await self.release(handle)
                     raise
@@ -96,7 +99,7 @@ class AdapterCatalog:
             route = await asyncio.to_thread(self.resolver.route, model)
             manifest = route.pick(routing_key)
             handle = self._versions.get(manifest.version) or await self._single_flight(
-                ("version", manifest.version), lambda: self._load_version(manifest))
+                ("version", manifest.version), lambda: self._load_version(manifest), phases)
             self._holds[handle.id] += 1  # held before the await below: a move cannot retire it first
             await self._moved(model, route)
         self.residency.touch(handle)
@@ -139,12 +142,18 @@ class AdapterCatalog:
         return listed
 
     # -- loading ----------------------------------------------------------------------------
-    async def _single_flight(self, key: tuple[str, ...], load) -> AdapterHandle:
+    async def _single_flight(self, key: tuple[str, ...], load,
+                             phases: dict[str, float] | None = None) -> AdapterHandle:
         task = self._loading.get(key)
         if task is None:
             task = self._loading[key] = asyncio.create_task(load())
             task.add_done_callback(lambda _: self._loading.pop(key, None))
-        return await asyncio.shield(task)
+        started = time.perf_counter()
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if phases is not None:
+                phases["load"] = phases.get("load", 0.0) + time.perf_counter() - started
 
     async def _start(self, name: str, path: Path, version: str, source: Source,
                      load_s: dict[str, float]) -> AdapterHandle:
@@ -192,18 +201,18 @@ class AdapterCatalog:
         return handle
 
     async def _acquire_merged(self, label: str, parts: list[tuple[str, float]], merge: str,
-                              routing_key: str | None) -> AdapterHandle:
+                              routing_key: str | None, phases: dict[str, float] | None) -> AdapterHandle:
         if merge not in MERGES:
             raise InvalidRequest(f"unknown merge {merge!r}; use one of {', '.join(MERGES)}", param="merge")
         inputs: list[AdapterHandle] = []  # the versions the parts name now, held while merging
         try:
             for name, _ in parts:
-                if (h := await self.acquire(name, routing_key)) is None:
+                if (h := await self.acquire(name, routing_key, phases=phases)) is None:
                     raise InvalidRequest("a merge combines adapters; the base is always under them", param="model")
                 inputs.append(h)
             key = merged_name([h.version for h in inputs], [w for _, w in parts], merge)
             handle = self._versions.get(key) or await self._single_flight(
-                ("merge", key), lambda: self._load_merged(label, key, inputs, [w for _, w in parts], merge))
+                ("merge", key), lambda: self._load_merged(label, key, inputs, [w for _, w in parts], merge), phases)
             self._holds[handle.id] += 1  # before the releases below await: the policy never takes a held one
         finally:
             for h in inputs:

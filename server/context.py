@@ -32,6 +32,7 @@ class Outcome:
     ttft: float | None = None  # streamed responses only
     generated: bool = False  # a generation ran to its end (tokens and latency count)
     error: str | None = None  # the error's `code` when it failed on purpose (invalid_adapter, ...)
+    phases: dict[str, float] = field(default_factory=dict)  # resolve, load, queue, prefill (seconds)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class RequestContext:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     ttft: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # where the time to first token went
     generated: bool = False
 
     def log_fields(self) -> dict[str, str | None]:
@@ -70,6 +72,16 @@ class RequestContext:
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.started
 
+    def engine_timing(self, queue_s: float | None, first_token_s: float | None) -> None:
+        """The engine's own split of its time to first token (first report wins)."""
+        if first_token_s is not None and "prefill" not in self.phases:
+            self.phases["queue"] = queue_s or 0.0
+            self.phases["prefill"] = max(first_token_s - (queue_s or 0.0), 0.0)
+
+    def server_timing(self) -> str:
+        """The `Server-Timing` header: where this request's time to first token went, in ms."""
+        return ", ".join(f"{k};dur={v * 1000:.1f}" for k, v in self.phases.items())
+
     async def close(self, status: int) -> Outcome:
         """The response is done: give the adapter back and say how it went."""
         if self.release is not None:
@@ -80,7 +92,7 @@ class RequestContext:
         self.on_close.clear()
         return Outcome(self.request_id, self.endpoint or "-", self.model or "-", status,
                        time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
-                       self.ttft, self.generated, self.error)
+                       self.ttft, self.generated, self.error, dict(self.phases))
 
 
 def request_context(request: Request) -> RequestContext:

@@ -95,7 +95,7 @@ class GenerationService:
     # -- running them ---------------------------------------------------------------------
     async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
                         ctx: RequestContext) -> dict:
-        results = await asyncio.gather(*(self._collect(r) for r in requests))
+        results = await asyncio.gather(*(self._collect(r, ctx) for r in requests))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for k, (final, ptoks) in enumerate(results):
             prompt_tokens += ptoks
@@ -105,9 +105,10 @@ class GenerationService:
         ctx.finished(prompt_tokens, completion_tokens)
         return response(shape, model, choices, prompt_tokens, completion_tokens)
 
-    async def _collect(self, request: GenerateRequest):
+    async def _collect(self, request: GenerateRequest, ctx: RequestContext):
         final, ptoks = {}, len(request.prompt_token_ids)
         async for chunk in self.engine.generate(request):
+            ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             ptoks = chunk.prompt_tokens
             for c in chunk.choices:
                 if c.index in final:
@@ -154,6 +155,7 @@ class GenerationService:
         prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
         completion_tokens = 0
         async for k, chunk in self._merged(requests):
+            ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             prompt_tokens[k] = chunk.prompt_tokens
             completion_tokens += sum(c.new_tokens for c in chunk.choices)
             ctx.first_token()

@@ -67,7 +67,7 @@ class FakeEngine:
         prompt = len(request.prompt_token_ids)
         if not request.stream:
             yield GenerateChunk(prompt, [ChoiceDelta(c, "".join(texts[c][:cut[c]]), cut[c], reasons[c])
-                                         for c in range(s.n)])
+                                         for c in range(s.n)], queue_s=0.0, first_token_s=0.0)
             return
         for step in range(max(cut) + 1):
             await asyncio.sleep(0)
@@ -79,7 +79,7 @@ class FakeEngine:
                 elif step == cut[c] == 0:
                     deltas.append(ChoiceDelta(c, "", 0, reasons[c]))
             if deltas:
-                yield GenerateChunk(prompt, deltas)
+                yield GenerateChunk(prompt, deltas, queue_s=0.0, first_token_s=0.0)
 
     async def load(self, adapter: AdapterHandle) -> None:
         if not (adapter.path / CONFIG_FILE).is_file():

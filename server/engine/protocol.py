@@ -84,6 +84,8 @@ class ChoiceDelta:
 class GenerateChunk:
     prompt_tokens: int
     choices: list[ChoiceDelta] = field(default_factory=list)
+    queue_s: float | None = None  # waiting for a batch slot, once the engine knows it
+    first_token_s: float | None = None  # engine arrival -> first token (queue + prefill)
 
 
 @runtime_checkable

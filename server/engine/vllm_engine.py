@@ -108,10 +108,13 @@ class VLLMEngine:
             stream = self._llm.generate(prompt, params, request.request_id,
                                         lora_request=self._lora_request(request.adapter))
             async for out in stream:
+                m = out.metrics  # vLLM's RequestStateStats (stats are on: disable_log_stats=False)
                 yield GenerateChunk(
                     prompt_tokens=len(out.prompt_token_ids or request.prompt_token_ids),
                     choices=[ChoiceDelta(index=c.index, text=c.text, new_tokens=len(c.token_ids),
-                                         finish_reason=c.finish_reason) for c in out.outputs])
+                                         finish_reason=c.finish_reason) for c in out.outputs],
+                    queue_s=max(m.scheduled_ts - m.queued_ts, 0.0) if m and m.scheduled_ts else None,
+                    first_token_s=m.first_token_latency if m and m.first_token_latency else None)
         except self._client_error as exc:  # vLLM's input checks, e.g. token ids outside the vocabulary
             raise InvalidRequest(f"the engine refused the request: {exc}",
                                  param=getattr(exc, "parameter", None) or "prompt") from exc

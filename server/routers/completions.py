@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import APIRouter, Request
@@ -55,28 +56,42 @@ async def _answer(request: Request, req: SamplingFields, ctx: RequestContext, ca
     parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
     if caller is not None:
         _admit(req, parts, caller, catalog.base_name, ctx, quotas)
-    handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge)
+    started = time.perf_counter()
+    handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge,
+                                   phases=ctx.phases)
+    ctx.phases = {"resolve": time.perf_counter() - started - ctx.phases.get("load", 0.0), **ctx.phases}
     ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
-    if not req.stream:  # a stream notices the client leaving itself: Starlette cancels its body
-        return await _unless_disconnected(request, _whole(req, ctx, service, handle))
+    return await _unless_disconnected(request, _respond(req, ctx, service, handle))
+
+
+async def _respond(req: SamplingFields, ctx: RequestContext, service: GenerationService,
+                   handle: AdapterHandle | None) -> Response:
+    """Headers go out with the first token, so they carry its timing and an error before it is
+    an HTTP error, not an event in a 200 stream."""
     result = await service.respond(req, ctx)
-    return StreamingResponse(_guarded(result), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", **_version(handle)})
+    if not req.stream:
+        return JSONResponse(result, headers=_headers(handle, ctx))
+    first = await anext(result, None)
+    return StreamingResponse(_guarded(_chain(first, result)), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", **_headers(handle, ctx)})
 
 
-def _version(handle: AdapterHandle | None) -> dict[str, str]:
-    return {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
+async def _chain(first: str | None, rest: AsyncIterator[str]) -> AsyncIterator[str]:
+    if first is not None:
+        yield first
+    async for line in rest:
+        yield line
 
 
-async def _whole(req: SamplingFields, ctx: RequestContext, service: GenerationService,
-                 handle: AdapterHandle | None) -> JSONResponse:
-    return JSONResponse(await service.respond(req, ctx), headers=_version(handle))
+def _headers(handle: AdapterHandle | None, ctx: RequestContext) -> dict[str, str]:
+    version = {VERSION_HEADER: handle.version[:12]} if handle is not None and handle.version else {}
+    return {**version, "server-timing": ctx.server_timing()}
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> Response:
     """The response, or 499 once the client has gone: cancelling the work makes vLLM abort the
     request, so its batch slot frees at once instead of generating for nobody (as vLLM's own
-    server does for non-streamed requests)."""
+    server does for non-streamed requests; a stream that has started is cancelled by Starlette)."""
     task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
     try:

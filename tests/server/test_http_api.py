@@ -223,3 +223,18 @@ def test_unimplemented_options_are_refused_not_ignored(client: TestClient, field
     assert r.status_code == 400 and r.json()["error"]["param"] == field
     ok = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, "logprobs": None})
     assert ok.status_code == 200
+
+
+def test_server_timing_splits_the_time_to_first_token(client):
+    for stream in (False, True):
+        r = client.post("/v1/completions", json={"model": "acme/support", "prompt": "hi", "max_tokens": 2,
+                                                 "stream": stream})
+        assert r.status_code == 200
+        timing = dict(part.split(";dur=") for part in r.headers["server-timing"].split(", "))
+        assert set(timing) == {"resolve", "queue", "prefill"} and all(float(v) >= 0 for v in timing.values())
+
+
+def test_a_stream_that_fails_before_its_first_token_is_an_http_error(client, engine):
+    engine.healthy = False
+    r = client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "stream": True})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"

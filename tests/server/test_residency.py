@@ -189,3 +189,18 @@ def test_the_admin_api_lists_states_and_pins_by_name(tiny_base, registry):
         assert r.status_code == 200 and r.json()["version"] == registry["first"]["t/a4"].short_version
         r = client.post("/v1/admin/adapters/pin", json={"name": "t/nope"}, headers=ADMIN)
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
+
+
+def test_a_cold_load_shows_in_the_requests_server_timing(tiny_base, registry):
+    settings = ServerSettings(base=tiny_base, registry=registry["root"], refresh_s=0)
+
+    async def engine_factory(_):
+        return FakeEngine("tiny")
+
+    def timing(client: TestClient) -> dict[str, float]:
+        r = client.post("/v1/completions", json={"model": "t/a4", "prompt": "hi", "max_tokens": 2})
+        return {k: float(v) for k, v in (p.split(";dur=") for p in r.headers["server-timing"].split(", "))}
+
+    with TestClient(create_app(settings, engine_factory)) as client:
+        cold, warm = timing(client), timing(client)
+    assert cold["load"] > 0 and "load" not in warm and warm["resolve"] >= 0
