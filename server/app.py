@@ -60,7 +60,8 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     app = FastAPI(title="loramux", lifespan=lifespan)
     app.state.settings = settings
     app.state.keyring = Keyring(settings.keys) if settings.keys is not None else None
-    app.state.metrics = Metrics()
+    app.state.metrics = Metrics(settings.metrics_top_k, residency=lambda: (
+        getattr(app.state, "catalog", None) and app.state.catalog.snapshot or [], settings.max_loras))
     app.state.quotas = Quotas(on_reject=app.state.metrics.quota_rejected)
     install_error_handlers(app)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from loramux.adapters.errors import InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest
 from loramux.adapters.merge import MERGES, merge_adapters, merged_name
-from loramux.adapters.peft_format import CONFIG_FILE
+from loramux.adapters.peft_format import CONFIG_FILE, read_config
 from loramux.adapters.registry import Resolver, within
 from loramux.adapters.store.base import Route, not_found
 
@@ -62,6 +62,7 @@ class AdapterCatalog:
         self._evicting = asyncio.Lock()
         self._merges: Path | None = None  # per-request merges, built on first use
         self._listed: tuple[float, dict[str, str]] = (-float("inf"), {})  # (when, servable registry name -> prod)
+        self.snapshot: list[AdapterState] = []  # what is in the engine, as of the policy's last tick (metrics)
 
     @property
     def base_name(self) -> str:
@@ -168,11 +169,11 @@ class AdapterCatalog:
         try:
             await self.engine.load(handle)
         except Exception:
-            self.events.adapter_load_failed(source)
+            self.events.adapter_load_failed(handle.name, source)
             raise
         load_s["engine"] = time.perf_counter() - started
-        self.residency.add(handle, source, load_s)
-        self.events.adapter_loaded(source, load_s)
+        self.residency.add(handle, source, load_s, read_config(handle.path).get("r"))
+        self.events.adapter_loaded(handle.name, source, load_s)
         if self._pinned(handle):
             await self.engine.pin(handle)
 
@@ -192,7 +193,7 @@ class AdapterCatalog:
             with _timed(load_s, "validate"):
                 await asyncio.to_thread(admit, name, path, self.settings)
         except Exception:
-            self.events.adapter_load_failed("registry")
+            self.events.adapter_load_failed(f"{manifest.tenant}/{manifest.name}", "registry")
             raise
         finally:
             await making_room
@@ -236,7 +237,7 @@ class AdapterCatalog:
             with _timed(load_s, "validate"):
                 await asyncio.to_thread(admit_files, label, out, self.settings)
         except Exception:
-            self.events.adapter_load_failed("merge")
+            self.events.adapter_load_failed(label, "merge")
             raise
         handle = self._versions[key] = await self._start(label, out, key, "merge", load_s)
         return handle
@@ -328,7 +329,7 @@ class AdapterCatalog:
                 if self._versions.get(h.version) is h:
                     del self._versions[h.version]  # the next request loads it afresh, under a new id
                 await self._unload(h)
-                self.events.adapter_evicted(entry.source, reason)
+                self.events.adapter_evicted(h.name, entry.source, reason)
 
     async def run_policy(self) -> None:
         """Evict versions as they go cold and keep the download cache bounded (runs for the app's life)."""
@@ -336,6 +337,7 @@ class AdapterCatalog:
         while True:
             await asyncio.sleep(tick)
             await self.evict()
+            self.snapshot = await self.states(store=False)
             if self._fetched and self.resolver is not None:
                 self._fetched = False
                 await asyncio.to_thread(self._prune_downloads)
@@ -370,8 +372,9 @@ class AdapterCatalog:
             if name in self._names_of(entry.handle) and not self._pinned(entry.handle):
                 await self.engine.pin(entry.handle, pinned=False)
 
-    async def states(self) -> list[AdapterState]:
-        """Every adapter this server can serve and where it is: device, host or store."""
+    async def states(self, store: bool = True) -> list[AdapterState]:
+        """Every adapter this server can serve and where it is: device, host or store (`store`:
+        also those not in the engine)."""
         tiers = await self.engine.residency()
         now, rows, seen = time.monotonic(), [], set()
         for entry in self.residency.loaded.values():
@@ -381,7 +384,10 @@ class AdapterCatalog:
             rows.append(AdapterState(
                 name=h.name, version=h.version[:12], source=entry.source, state=tiers.get(h.id, "store"),
                 pinned=self._pinned(h), in_flight=self._holds.get(h.id, 0),
-                idle_s=round(now - entry.last_used, 3), load_s={k: round(v, 6) for k, v in entry.load_s.items()}))
+                idle_s=round(now - entry.last_used, 3), load_s={k: round(v, 6) for k, v in entry.load_s.items()},
+                rank=entry.rank))
+        if not store:
+            return sorted(rows, key=lambda r: (r.name, r.version))
         for name, handle in self._served.items():
             if name not in seen:
                 rows.append(AdapterState(name=name, version=handle.version[:12], source="adapter", state="store",

@@ -102,13 +102,14 @@ def serve(
     keys: Annotated[Path | None, _flag("keys")] = None,
     admin_key: Annotated[str | None, _flag("admin_key")] = None,
     admin_path: Annotated[list[Path] | None, _flag("admin_paths")] = None,
+    metrics_top_k: Annotated[int | None, _flag("metrics_top_k")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
     """Serve the base and adapters through vLLM behind the OpenAI API."""
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
-                 admin_paths=admin_path or None, keys=keys, pins=pin or None, idle_s=idle_s, cache_gib=cache_gib)
+                 admin_paths=admin_path or None, keys=keys, metrics_top_k=metrics_top_k, pins=pin or None, idle_s=idle_s, cache_gib=cache_gib)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)

@@ -24,7 +24,7 @@ SCOPE_KEY = "loramux.context"  # where the middleware puts it in the ASGI scope
 class Outcome:
     request_id: str
     endpoint: str
-    model: str  # "-" unless the model resolved: unknown names never become labels
+    model: str  # the resolved `T/N` (or the base); "-" unless it resolved: unknown names never become labels
     status: int
     seconds: float
     prompt_tokens: int = 0
@@ -33,6 +33,8 @@ class Outcome:
     generated: bool = False  # a generation ran to its end (tokens and latency count)
     error: str | None = None  # the error's `code` when it failed on purpose (invalid_adapter, ...)
     phases: dict[str, float] = field(default_factory=dict)  # resolve, load, queue, prefill (seconds)
+    tenant: str | None = None  # the key's tenant (None: an open server)
+    version: str = ""  # the adapter version that answered
 
 
 @dataclass
@@ -92,7 +94,8 @@ class RequestContext:
         self.on_close.clear()
         return Outcome(self.request_id, self.endpoint or "-", self.model or "-", status,
                        time.perf_counter() - self.started, self.prompt_tokens, self.completion_tokens,
-                       self.ttft, self.generated, self.error, dict(self.phases))
+                       self.ttft, self.generated, self.error, dict(self.phases), self.tenant,
+                       self.adapter.version if self.adapter is not None else "")
 
 
 def request_context(request: Request) -> RequestContext:

@@ -1,20 +1,37 @@
-"""loramux's Prometheus series, labelled by served model and tenant.
+"""loramux's Prometheus series: per adapter and tenant, and bounded.
 
-Kept in a registry per app (no import-time globals, so tests can build many apps);
-`/metrics` serves it together with the default registry, where vLLM's own `vllm:*`
-series live.
+Request series carry `adapter` (the resolved `T/N`, the base's served name, or `other`),
+`tenant` (the key's, else the adapter's; `-` for an anonymous base request) and `endpoint`;
+`loramux_requests_total` also carries `version` (12 hex digits) and `status`. Only the K
+busiest adapters (`--metrics-top-k`) keep their own label and the rest share `other`, so
+10,000 adapters cannot blow up `/metrics`: each period the K busiest of the last one keep or
+take a label, and one that falls out loses its series (its counts go on under `other`).
+
+Residency is read from the catalog's snapshot at scrape time, as loramux's own series and as
+the ones vLLM PR #54830 proposes (`vllm:lora_adapter_loaded`, ...), which routers such as
+llm-d's endpoint picker read. vLLM's own `vllm:*` series are served unchanged beside them.
+Kept in a registry per app (no import-time globals, so tests can build many apps).
 """
 
 from __future__ import annotations
 
+import time
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics import MetricWrapperBase
 
 from .context import Outcome
-from .residency import Source
+from .residency import AdapterState, Source
 
+OTHER = "other"
 _LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+_TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
 
 
 def tenant_of(model: str) -> str:
@@ -22,66 +39,182 @@ def tenant_of(model: str) -> str:
     return model.split("/", 1)[0] if "/" in model else "-"
 
 
+class AdapterLabels:
+    """Which adapters keep their own label: the first K until the first period ends, then the
+    K busiest of each period. `on_drop(adapter)` removes the series of one that falls out."""
+
+    def __init__(self, k: int, on_drop: Callable[[str], None], period_s: float = 60.0) -> None:
+        self.k, self.on_drop, self.period_s = k, on_drop, period_s
+        self.members: set[str] = set()
+        self._recent: Tally[str] = Tally()
+        self._since = time.monotonic()
+
+    def __call__(self, adapter: str, *, busy: bool = True) -> str:
+        if busy:
+            self._recent[adapter] += 1
+        if time.monotonic() - self._since >= self.period_s:
+            self._rerank()
+        if adapter in self.members:
+            return adapter
+        if len(self.members) < self.k:
+            self.members.add(adapter)
+            return adapter
+        return OTHER
+
+    def _rerank(self) -> None:
+        top = [a for a, _ in self._recent.most_common(self.k)]
+        kept = self.members & set(top)
+        new = kept | set([a for a in top if a not in kept][:self.k - len(kept)])
+        for adapter in self.members - new:
+            self.on_drop(adapter)
+        self.members, self._recent, self._since = new, Tally(), time.monotonic()
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, top_k: int = 50, residency: Callable[[], tuple[list[AdapterState], int]] | None = None) -> None:
         self.registry = CollectorRegistry()
-        labels = ["model", "tenant", "endpoint"]
-        self.requests = Counter("loramux_requests", "Requests answered, by HTTP status.",
-                                [*labels, "status"], registry=self.registry)
-        self.prompt_tokens = Counter("loramux_prompt_tokens", "Prompt tokens processed.",
-                                     labels, registry=self.registry)
-        self.completion_tokens = Counter("loramux_completion_tokens", "Completion tokens generated.",
-                                         labels, registry=self.registry)
-        self.latency = Histogram("loramux_request_duration_seconds", "End-to-end request latency.",
-                                 labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
+        self.labels = AdapterLabels(top_k, self._drop)
+        self._series: defaultdict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = defaultdict(set)
+        self.residency = residency  # the catalog's snapshot: rows and the number of batch slots
+        per = ["adapter", "tenant", "endpoint"]
+        r = self.registry
+        self.requests = Counter("loramux_requests", "Requests answered, by adapter version and HTTP status.",
+                                [*per, "version", "status"], registry=r)
+        self.prompt_tokens = Counter("loramux_prompt_tokens", "Prompt tokens processed.", per, registry=r)
+        self.completion_tokens = Counter("loramux_completion_tokens", "Completion tokens generated.", per,
+                                         registry=r)
+        self.latency = Histogram("loramux_request_duration_seconds", "End-to-end request latency.", per,
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first token (streamed or not).",
+                              per, buckets=_LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("loramux_time_per_output_token_seconds", "Time per output token after the first.",
+                              per, buckets=_TOKEN_BUCKETS, registry=r)
+        self.queue = Histogram("loramux_request_queue_seconds", "Time waiting in the engine for a batch slot.",
+                               per, buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft_phases = Histogram("loramux_ttft_phase_seconds", "Where the time to first token went: "
+                                     "resolve, load (waiting for an adapter load), queue, prefill.",
+                                     ["adapter", "tenant", "phase"], buckets=_LATENCY_BUCKETS, registry=r)
         self.errors = Counter("loramux_request_errors", "Requests refused or failed, by error code "
                               "(invalid_adapter: an adapter that could not be loaded).", ["endpoint", "code"],
-                              registry=self.registry)
-        self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first streamed token.",
-                              labels, buckets=_LATENCY_BUCKETS, registry=self.registry)
-
+                              registry=r)
         self.adapter_loads = Counter("loramux_adapter_loads", "Adapter versions loaded into the engine, by "
                                      "source (adapter, registry, merge) and outcome (ok, error).",
-                                     ["source", "outcome"], registry=self.registry)
+                                     ["adapter", "source", "outcome"], registry=r)
         self.adapter_load_seconds = Histogram("loramux_adapter_load_seconds", "Time a cold load spends in each "
-                                              "phase: fetch (store to local disk), validate, engine.", ["phase"],
-                                              buckets=_LOAD_BUCKETS, registry=self.registry)
+                                              "phase: fetch (store to local disk), validate, engine.",
+                                              ["adapter", "phase"], buckets=_LOAD_BUCKETS, registry=r)
         self.adapter_evictions = Counter("loramux_adapter_evictions", "Adapter versions unloaded by the residency "
-                                         "policy, by reason (cold, capacity).", ["source", "reason"],
-                                         registry=self.registry)
-
+                                         "policy, by reason (cold, capacity).", ["adapter", "source", "reason"],
+                                         registry=r)
         self.quota_rejections = Counter("loramux_quota_rejections", "Requests refused by a key's quota, by "
                                         "tenant and limit (requests, tokens, in_flight).", ["tenant", "limit"],
-                                        registry=self.registry)
+                                        registry=r)
+        self._load_hist = _LoadHistogram()  # vllm:lora_adapter_load_seconds, as PR #54830 names it
+        r.register(_ResidencyCollector(self))
 
-    def quota_rejected(self, tenant: str, limit: str) -> None:
-        self.quota_rejections.labels(tenant, limit).inc()
+    # -- bounded adapter labels ---------------------------------------------------------------
+    def _of(self, metric: MetricWrapperBase, adapter: str, *rest: str):
+        """`metric`'s child for an adapter label that was already bounded, remembered for `_drop`."""
+        values = (adapter, *rest)
+        self._series[adapter].add((metric, values))
+        return metric.labels(*values)
 
-    # -- the catalog's ResidencyEvents ------------------------------------------------------
-    def adapter_loaded(self, source: Source, load_s: dict[str, float]) -> None:
-        self.adapter_loads.labels(source, "ok").inc()
-        for phase, seconds in load_s.items():
-            self.adapter_load_seconds.labels(phase).observe(seconds)
+    def _drop(self, adapter: str) -> None:
+        for metric, values in self._series.pop(adapter, ()):
+            try:
+                metric.remove(*values)
+            except KeyError:
+                pass
 
-    def adapter_load_failed(self, source: Source) -> None:
-        self.adapter_loads.labels(source, "error").inc()
-
-    def adapter_evicted(self, source: Source, reason: str) -> None:
-        self.adapter_evictions.labels(source, reason).inc()
-
+    # -- requests -------------------------------------------------------------------------------
     def record(self, outcome: Outcome) -> None:
         """One request's outcome: always counted by status; tokens and latency once it generated."""
-        lv = (outcome.model, tenant_of(outcome.model), outcome.endpoint)
-        self.requests.labels(*lv, str(outcome.status)).inc()
+        adapter = self.labels(outcome.model)
+        tenant = outcome.tenant or tenant_of(outcome.model)
+        per = (tenant, outcome.endpoint)
+        self._of(self.requests, adapter, *per, outcome.version[:12], str(outcome.status)).inc()
         if outcome.error is not None:
             self.errors.labels(outcome.endpoint, outcome.error).inc()
         if not outcome.generated:
             return
-        self.prompt_tokens.labels(*lv).inc(outcome.prompt_tokens)
-        self.completion_tokens.labels(*lv).inc(outcome.completion_tokens)
-        self.latency.labels(*lv).observe(outcome.seconds)
-        if outcome.ttft is not None:
-            self.ttft.labels(*lv).observe(outcome.ttft)
+        self._of(self.prompt_tokens, adapter, *per).inc(outcome.prompt_tokens)
+        self._of(self.completion_tokens, adapter, *per).inc(outcome.completion_tokens)
+        self._of(self.latency, adapter, *per).observe(outcome.seconds)
+        ttft = outcome.ttft if outcome.ttft is not None else sum(outcome.phases.values())
+        self._of(self.ttft, adapter, *per).observe(ttft)
+        if outcome.completion_tokens > 1:
+            self._of(self.tpot, adapter, *per).observe(max(outcome.seconds - ttft, 0.0) /
+                                                       (outcome.completion_tokens - 1))
+        if "queue" in outcome.phases:
+            self._of(self.queue, adapter, *per).observe(outcome.phases["queue"])
+        for phase, seconds in outcome.phases.items():
+            self._of(self.ttft_phases, adapter, tenant, phase).observe(seconds)
+
+    def quota_rejected(self, tenant: str, limit: str) -> None:
+        self.quota_rejections.labels(tenant, limit).inc()
+
+    # -- the catalog's ResidencyEvents ----------------------------------------------------------
+    def adapter_loaded(self, adapter: str, source: Source, load_s: dict[str, float]) -> None:
+        label = self.labels(adapter, busy=False)
+        self._of(self.adapter_loads, label, source, "ok").inc()
+        for phase, seconds in load_s.items():
+            self._of(self.adapter_load_seconds, label, phase).observe(seconds)
+        self._load_hist.observe(sum(load_s.values()))
+
+    def adapter_load_failed(self, adapter: str, source: Source) -> None:
+        self._of(self.adapter_loads, self.labels(adapter, busy=False), source, "error").inc()
+
+    def adapter_evicted(self, adapter: str, source: Source, reason: str) -> None:
+        self._of(self.adapter_evictions, self.labels(adapter, busy=False), source, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(DEFAULT_REGISTRY) + generate_latest(self.registry)
+
+
+class _LoadHistogram:
+    """A running cumulative histogram for the vLLM-named load series the collector emits."""
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(_LOAD_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.sum += seconds
+        for i, upper in enumerate((*_LOAD_BUCKETS, float("inf"))):
+            if seconds <= upper:
+                self.buckets[i] += 1
+
+
+class _ResidencyCollector:
+    """Residency at scrape time, from the catalog's snapshot (refreshed by its policy task)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        rows, slots = self.metrics.residency() if self.metrics.residency else ([], 0)
+        resident = GaugeMetricFamily("loramux_adapter_resident", "Adapter versions in the engine, by tier "
+                                     "(device: in a batch slot; host: in memory).",
+                                     labels=["adapter", "version", "tier", "pinned"])
+        tiers = GaugeMetricFamily("loramux_resident_adapters", "Adapter versions by tier.", labels=["tier"])
+        loaded = GaugeMetricFamily("vllm:lora_adapter_loaded", "LoRA adapters loaded (vLLM PR #54830).",
+                                   labels=["adapter_name", "level", "pinned", "rank"])
+        count = Tally()
+        for row in rows:
+            if row.state == "store":
+                continue
+            count[row.state] += 1
+            pinned = "true" if row.pinned else "false"
+            resident.add_metric([row.name, row.version, row.state, pinned], 1)
+            loaded.add_metric([row.name, "gpu" if row.state == "device" else "cpu", pinned, str(row.rank or "")], 1)
+        for tier in ("device", "host"):
+            tiers.add_metric([tier], count[tier])
+        yield from (resident, tiers, loaded)
+        yield GaugeMetricFamily("vllm:num_gpu_loaded_lora_adapters", "Adapters in a batch slot (vLLM PR #54830).",
+                                value=count["device"])
+        yield GaugeMetricFamily("vllm:max_gpu_lora_adapters", "Batch slots for adapters (vLLM PR #54830).",
+                                value=slots)
+        h = self.metrics._load_hist  # its buckets are cumulative already
+        bounds = [str(b) for b in _LOAD_BUCKETS] + ["+Inf"]
+        yield HistogramMetricFamily("vllm:lora_adapter_load_seconds", "Adapter load latency (vLLM PR #54830).",
+                                    buckets=list(zip(bounds, h.buckets, strict=True)), sum_value=h.sum)

@@ -23,19 +23,19 @@ PHASES = ("fetch", "validate", "engine")  # where a cold load spends its time
 class ResidencyEvents(Protocol):
     """What the catalog reports as it loads and evicts (the server's metrics implement it)."""
 
-    def adapter_loaded(self, source: Source, load_s: dict[str, float]) -> None: ...
-    def adapter_load_failed(self, source: Source) -> None: ...
-    def adapter_evicted(self, source: Source, reason: str) -> None: ...
+    def adapter_loaded(self, adapter: str, source: Source, load_s: dict[str, float]) -> None: ...
+    def adapter_load_failed(self, adapter: str, source: Source) -> None: ...
+    def adapter_evicted(self, adapter: str, source: Source, reason: str) -> None: ...
 
 
 class NoEvents:
-    def adapter_loaded(self, source: Source, load_s: dict[str, float]) -> None:
+    def adapter_loaded(self, adapter: str, source: Source, load_s: dict[str, float]) -> None:
         pass
 
-    def adapter_load_failed(self, source: Source) -> None:
+    def adapter_load_failed(self, adapter: str, source: Source) -> None:
         pass
 
-    def adapter_evicted(self, source: Source, reason: str) -> None:
+    def adapter_evicted(self, adapter: str, source: Source, reason: str) -> None:
         pass
 
 
@@ -44,6 +44,7 @@ class Loaded:
     handle: AdapterHandle
     source: Source
     load_s: dict[str, float] = field(default_factory=dict)  # phase -> seconds, for the last load
+    rank: int | None = None
     last_used: float = field(default_factory=time.monotonic)
     fresh: bool = True  # loaded, not yet taken by the request that asked for it
 
@@ -60,6 +61,7 @@ class AdapterState:
     in_flight: int = 0
     idle_s: float | None = None
     load_s: dict[str, float] | None = None
+    rank: int | None = None
 
 
 class Residency:
@@ -69,8 +71,9 @@ class Residency:
         self.loaded: dict[int, Loaded] = {}  # handle id -> entry, for every handle in the engine
         self.pins: set[str] = set()  # requested names, e.g. `acme/support`
 
-    def add(self, handle: AdapterHandle, source: Source, load_s: dict[str, float] | None = None) -> None:
-        self.loaded[handle.id] = Loaded(handle, source, load_s or {})
+    def add(self, handle: AdapterHandle, source: Source, load_s: dict[str, float] | None = None,
+            rank: int | None = None) -> None:
+        self.loaded[handle.id] = Loaded(handle, source, load_s or {}, rank)
 
     def touch(self, handle: AdapterHandle) -> None:
         if (entry := self.loaded.get(handle.id)) is not None:

@@ -51,6 +51,8 @@ class ServerSettings(BaseSettings):
     """Bearer key for the adapter admin endpoints; admin is disabled without one."""
     admin_paths: list[Path] = Field(default_factory=list)
     """Folders the admin API may load adapter folders from, besides the registry."""
+    metrics_top_k: int = Field(50, gt=0)
+    """Adapters that keep their own label in /metrics (the busiest); the rest share `other`."""
     log_level: LogLevel = "warning"
     """debug | info | warning | error; below warning, the libraries' own start-up chatter shows too."""
 

@@ -60,7 +60,7 @@ async def _answer(request: Request, req: SamplingFields, ctx: RequestContext, ca
     handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge,
                                    phases=ctx.phases)
     ctx.phases = {"resolve": time.perf_counter() - started - ctx.phases.get("load", 0.0), **ctx.phases}
-    ctx.resolved(handle.name if parts else req.model, handle, release=lambda: catalog.release(handle))
+    ctx.resolved(handle.name if handle is not None else req.model, handle, release=lambda: catalog.release(handle))
     return await _unless_disconnected(request, _respond(req, ctx, service, handle))
 
 

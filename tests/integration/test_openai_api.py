@@ -106,7 +106,7 @@ def test_health_and_metrics(oai: OpenAI, server):
     assert httpx.get(f"{server.url}/health").status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
     assert "vllm:" in text  # the engine's own series
-    assert 'loramux_completion_tokens_total{endpoint="completions",model="acme/support",tenant="acme"}' in text
+    assert 'loramux_completion_tokens_total{adapter="acme/support",endpoint="completions",tenant="acme"}' in text
     assert "loramux_time_to_first_token_seconds_bucket" in text
 
 

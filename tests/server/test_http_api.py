@@ -148,14 +148,21 @@ def test_health_follows_engine(client: TestClient, engine: FakeEngine):
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
 
 
-def test_metrics_count_requests_and_tokens_per_model(client: TestClient, oai: OpenAI):
-    oai.completions.create(model="acme/support", prompt="abc", max_tokens=4)
+def test_metrics_count_requests_and_tokens_per_adapter(client: TestClient, oai: OpenAI):
+    r = oai.completions.with_raw_response.create(model="acme/support", prompt="abc", max_tokens=4)
+    version = r.headers["x-loramux-adapter-version"]
     client.post("/v1/completions", json={"model": "acme/support", "prompt": "x", "max_tokens": 0})
     text = client.get("/metrics").text
-    assert 'loramux_requests_total{endpoint="completions",model="acme/support",status="200",tenant="acme"} 1.0' in text
-    assert 'loramux_completion_tokens_total{endpoint="completions",model="acme/support",tenant="acme"} 4.0' in text
+    assert ('loramux_requests_total{adapter="acme/support",endpoint="completions",status="200",tenant="acme",'
+            f'version="{version}"}} 1.0') in text
+    assert 'loramux_completion_tokens_total{adapter="acme/support",endpoint="completions",tenant="acme"} 4.0' in text
     assert 'status="400"' in text
-    assert "loramux_request_duration_seconds_bucket" in text
+    for series in ("request_duration_seconds", "time_to_first_token_seconds", "time_per_output_token_seconds",
+                   "request_queue_seconds"):
+        assert f'loramux_{series}_count{{adapter="acme/support",endpoint="completions",tenant="acme"}} 1.0' in text
+    for phase in ("resolve", "queue", "prefill"):
+        assert f'loramux_ttft_phase_seconds_count{{adapter="acme/support",phase="{phase}",tenant="acme"}} 1.0' in text
+    assert 'loramux_adapter_resident' in text and "vllm:max_gpu_lora_adapters" in text
 
 
 def test_admin_requires_key_and_loads_and_unloads(client: TestClient, adapter_dir: Path):
