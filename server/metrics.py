@@ -129,7 +129,7 @@ class Metrics:
     # -- requests -------------------------------------------------------------------------------
     def record(self, outcome: Outcome) -> None:
         """One request's outcome: always counted by status; tokens and latency once it generated."""
-        adapter = self.labels(outcome.model)
+        adapter = self.labels(outcome.model) if outcome.model != "-" else "-"  # "-": never resolved
         tenant = outcome.tenant or tenant_of(outcome.model)
         per = (tenant, outcome.endpoint)
         self._of(self.requests, adapter, *per, outcome.version[:12], str(outcome.status)).inc()
