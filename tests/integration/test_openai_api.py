@@ -129,3 +129,13 @@ def test_admin_load_validates_then_serves(oai: OpenAI, server, tmp_path):
     assert r.status_code == 200
     with pytest.raises(NotFoundError):
         oai.completions.create(model="initech/copy", prompt="x", max_tokens=2)
+
+
+def test_server_timing_comes_from_the_engine(server):
+    """queue and prefill are vLLM's own request stats; streamed or not, the header is there."""
+    for stream in (False, True):
+        r = httpx.post(f"{server.url}/v1/completions", timeout=120, json={
+            "model": "acme/support", "prompt": "The cat sees", "max_tokens": 4, "stream": stream})
+        assert r.status_code == 200
+        timing = {k: float(v) for k, v in (p.split(";dur=") for p in r.headers["server-timing"].split(", "))}
+        assert {"resolve", "queue", "prefill"} <= set(timing) and timing["prefill"] > 0
