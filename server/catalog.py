@@ -185,15 +185,15 @@ class AdapterCatalog:
     async def _load_version(self, manifest: Manifest) -> AdapterHandle:
         assert self.resolver is not None
         load_s: dict[str, float] = {}
+        name = f"{manifest.tenant}/{manifest.name}"
         making_room = asyncio.create_task(self.evict(room=1))  # meanwhile; awaited before the engine load
         try:
             with _timed(load_s, "fetch"):
                 path = await asyncio.to_thread(self.resolver.fetch, manifest)
-            name = f"{manifest.tenant}/{manifest.name}"
             with _timed(load_s, "validate"):
                 await asyncio.to_thread(admit, name, path, self.settings)
         except Exception:
-            self.events.adapter_load_failed(f"{manifest.tenant}/{manifest.name}", "registry")
+            self.events.adapter_load_failed(name, "registry")
             raise
         finally:
             await making_room
