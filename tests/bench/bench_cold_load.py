@@ -33,10 +33,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +51,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "adapters"))  # s3_server helper
-from tests.integration.conftest import free_port, wait_healthy  # noqa: E402
+from tests.integration.conftest import running_server  # noqa: E402
 from tests.lora_factory import PROBE, random_lora  # noqa: E402
 
 console = Console(stderr=True)
@@ -158,25 +156,10 @@ def registry(label: str, work: Path) -> Iterator[tuple[object, str, dict[str, st
             "s3://adapters/bench", env, cache
 
 
-@contextlib.contextmanager
-def server(base: Path, registry_url: str, env: dict[str, str], args: argparse.Namespace,
-           log: Path) -> Iterator[str]:
-    port = free_port()
-    cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(base), "--served-name", "tiny",
-           "--dtype", "float32", "--port", str(port), "--registry", registry_url, "--admin-key", ADMIN_KEY,
-           "--idle-s", str(args.idle_s), "--max-loras", str(args.max_loras)]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log, timeout=300)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+def server(base: Path, registry_url: str, env: dict[str, str], args: argparse.Namespace, log: Path):
+    return running_server(["--base", str(base), "--served-name", "tiny", "--dtype", "float32",
+                           "--registry", registry_url, "--admin-key", ADMIN_KEY, "--idle-s", str(args.idle_s),
+                           "--max-loras", str(args.max_loras)], log, env, timeout=300)
 
 
 class Client:

@@ -71,16 +71,17 @@ def registry(tiny_base: Path, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def running_server(args: list[str], log: Path) -> Iterator[str]:
+def running_server(args: list[str], log: Path, env: dict[str, str] | None = None,
+                   timeout: float = 240) -> Iterator[str]:
     """`loramux serve ARGS --port P` in a child process until the block ends; yields its URL."""
     port = free_port()
     cmd = [sys.executable, "-m", "loramux.server.cli", "serve", *args, "--port", str(port)]
     started = time.monotonic()
     with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log, timeout)
         print(f"\nloramux server healthy after {time.monotonic() - started:.1f}s", file=sys.stderr)
         yield url
     finally:
