@@ -14,6 +14,7 @@ from loramux.adapters.settings import StoreSettings
 from .catalog import AdapterCatalog
 from .engine.protocol import Engine
 from .errors import install_error_handlers
+from .fairness import FairShare
 from .generation import GenerationService
 from .keys import Keyring
 from .quotas import Quotas
@@ -48,7 +49,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
                 await catalog.pin(name)
             policy = asyncio.create_task(catalog.run_policy(), name="loramux-residency")
             app.state.engine, app.state.catalog = engine, catalog
-            app.state.service = GenerationService(engine)
+            app.state.service = GenerationService(engine, FairShare() if settings.fair_share else None)
             yield
         finally:
             if policy is not None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from loramux.adapters.errors import InvalidRequest
 
 from .context import RequestContext
 from .engine.protocol import Engine, GenerateChunk, GenerateRequest, SamplingOptions
+from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
 
@@ -48,9 +49,16 @@ ENDPOINTS: dict[type[SamplingFields], Endpoint] = {
 }
 
 
+def fair_share_tenant(ctx: RequestContext) -> str:
+    """Whose share a request counts against: its key's tenant; on an open server (no --keys),
+    the tenant that owns the adapter it names (`acme/...`), and the base's callers share one."""
+    return ctx.tenant or tenant_of(ctx.model or "")
+
+
 class GenerationService:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, fair: FairShare | None = None) -> None:
         self.engine = engine
+        self.fair = fair  # None: every request has priority 0, first come, first served
 
     # -- request -> engine requests ------------------------------------------------------
     def _requests(self, req: SamplingFields, ep: Endpoint, ctx: RequestContext) -> list[GenerateRequest]:
@@ -93,6 +101,16 @@ class GenerationService:
         return await self._complete(req.n, ep.shape, req.model, requests, ctx)
 
     # -- running them ---------------------------------------------------------------------
+    async def _generate(self, request: GenerateRequest, ctx: RequestContext) -> AsyncIterator[GenerateChunk]:
+        """The engine's chunks, the request queued at its tenant's fair-share place while it runs."""
+        if self.fair is None:
+            async for chunk in self.engine.generate(request):
+                yield chunk
+            return
+        with self.fair.turn(fair_share_tenant(ctx), request.sampling.n) as priority:
+            async for chunk in self.engine.generate(replace(request, priority=priority)):
+                yield chunk
+
     async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
                         ctx: RequestContext) -> dict:
         results = await asyncio.gather(*(self._collect(r, ctx) for r in requests))
@@ -107,7 +125,7 @@ class GenerationService:
 
     async def _collect(self, request: GenerateRequest, ctx: RequestContext):
         final, ptoks = {}, len(request.prompt_token_ids)
-        async for chunk in self.engine.generate(request):
+        async for chunk in self._generate(request, ctx):
             ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             ptoks = chunk.prompt_tokens
             for c in chunk.choices:
@@ -119,17 +137,18 @@ class GenerationService:
                     final[c.index] = c
         return final, ptoks
 
-    async def _merged(self, requests: list[GenerateRequest]) -> AsyncIterator[tuple[int, GenerateChunk]]:
+    async def _merged(self, requests: list[GenerateRequest],
+                      ctx: RequestContext) -> AsyncIterator[tuple[int, GenerateChunk]]:
         """Chunks of all requests as they come, tagged with the request's position."""
         if len(requests) == 1:  # the common case: no tasks, no queue
-            async for chunk in self.engine.generate(requests[0]):
+            async for chunk in self._generate(requests[0], ctx):
                 yield 0, chunk
             return
         queue: asyncio.Queue[tuple[int, GenerateChunk | BaseException | None]] = asyncio.Queue()
 
         async def pump(k: int, request: GenerateRequest) -> None:
             try:
-                async for chunk in self.engine.generate(request):
+                async for chunk in self._generate(request, ctx):
                     await queue.put((k, chunk))
                 await queue.put((k, None))
             except BaseException as exc:  # re-raised in the consumer
@@ -154,7 +173,7 @@ class GenerationService:
                       ctx: RequestContext) -> AsyncIterator[str]:
         prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
         completion_tokens = 0
-        async for k, chunk in self._merged(requests):
+        async for k, chunk in self._merged(requests, ctx):
             ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             prompt_tokens[k] = chunk.prompt_tokens
             completion_tokens += sum(c.new_tokens for c in chunk.choices)

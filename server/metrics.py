@@ -26,17 +26,13 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 
 from .context import Outcome
+from .fairness import tenant_of
 from .residency import AdapterState, Source
 
 OTHER = "other"
 _LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
-
-
-def tenant_of(model: str) -> str:
-    """`acme/support@prod` -> `acme`; the base model has no tenant."""
-    return model.split("/", 1)[0] if "/" in model else "-"
 
 
 class AdapterLabels:

@@ -37,6 +37,10 @@ class ServerSettings(BaseSettings):
     """Largest rank the engine accepts; larger adapters are refused at load."""
     max_cpu_loras: int | None = Field(None, gt=0)
     """Adapters kept loaded in memory (LRU beyond this); defaults to max_loras."""
+    max_num_seqs: int | None = Field(None, gt=0)
+    """Requests the engine runs in one batch (vLLM's max_num_seqs; its default: 128 on CPU); more wait in its queue."""
+    fair_share: bool = True
+    """Serve the engine's queue fairly between tenants (a flooding tenant's backlog waits behind others' requests); off: first come, first served."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Compute dtype: auto, float32, bfloat16, float16."""
     max_model_len: int | None = Field(None, gt=0)

@@ -45,7 +45,8 @@ def test_only_the_engine_seam_imports_vllm():
 
 # The server's layers, lowest first. A module imports only from layers below its own, so the
 # engine knows no catalog, the catalog no HTTP, and shaping no generation.
-SERVER_LAYERS = [{"settings", "openai_protocol", "engine", "keys", "__init__"}, {"context", "responses", "residency", "admission", "quotas"},
+SERVER_LAYERS = [{"settings", "openai_protocol", "engine", "keys", "__init__"},
+                 {"context", "responses", "residency", "admission", "quotas", "fairness"},
                  {"catalog", "generation", "metrics", "errors"}, {"middleware", "routers"}, {"app"}, {"cli"}]
 
 

@@ -2,7 +2,7 @@
 
 Never a stand-in for vLLM in integration tests. Text is a pure function of (adapter name
 and folder, prompt tokens, sampling), so tests can tell adapters and versions apart and check
-plumbing exactly. Like vLLM, a request whose adapter was unloaded loads it again from its path.
+plumbing exactly; it has no queue, so `priority` changes nothing here. Like vLLM, a request whose adapter was unloaded loads it again from its path.
 """
 
 from __future__ import annotations

@@ -70,6 +70,7 @@ class GenerateRequest:
     sampling: SamplingOptions
     adapter: AdapterHandle | None = None  # None = the base model
     stream: bool = False  # True: yield deltas as they come; False: one final chunk
+    priority: int = 0  # lower is served first when requests wait for a batch slot (server/fairness.py)
 
 
 @dataclass

@@ -34,6 +34,8 @@ class EngineConfig:
     seed: int = 0
     kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on the CPU build
     progress_bars: bool = False  # vLLM's weight-loading bars; on with --log-level info
+    max_num_seqs: int | None = None  # requests in a batch; None: vLLM's default (128 on CPU)
+    scheduling_policy: str = "priority"  # "fcfs" ignores GenerateRequest.priority
 
 
 def configure_environment(cfg: EngineConfig) -> None:
@@ -68,6 +70,7 @@ class VLLMEngine:
             model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
             enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
+            max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
             enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
             worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
         return cls(AsyncLLM.from_engine_args(args), cfg)
@@ -106,7 +109,8 @@ class VLLMEngine:
                 output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
             prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
             stream = self._llm.generate(prompt, params, request.request_id,
-                                        lora_request=self._lora_request(request.adapter))
+                                        lora_request=self._lora_request(request.adapter),
+                                        priority=request.priority)
             async for out in stream:
                 m = out.metrics  # vLLM's RequestStateStats (stats are on: disable_log_stats=False)
                 yield GenerateChunk(

@@ -153,6 +153,22 @@ def test_residency_reports_batch_slots_and_a_pin_keeps_one(engine, loras):
         engine.run(engine.unload(h))
 
 
+def test_priority_orders_the_queue_and_never_the_answer(engine):
+    """What fair share (server/fairness.py) relies on: any int priority is accepted, and with
+    requests queued together it changes who goes first, never what comes back."""
+    from dataclasses import replace
+
+    plain = _req(engine, max_tokens=6)
+    alone = _text(engine, plain)
+
+    async def queued():
+        reqs = [replace(_req(engine, max_tokens=6), priority=p) for p in (10**9, 3, 0, 3)]
+        return await asyncio.gather(*(_chunks(engine, r) for r in reqs))
+
+    texts = ["".join(d.text for c in chunks for d in c.choices) for chunks in engine.run(queued())]
+    assert texts == [alone] * 4
+
+
 def test_bad_input_is_a_client_error(engine, tmp_path):
     with pytest.raises(InvalidRequest) as exc:
         engine.run(_chunks(engine, _req(engine, ids=[10**7])))

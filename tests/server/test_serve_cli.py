@@ -80,6 +80,14 @@ def test_flags_win_over_the_environment(started, monkeypatch, tiny_base: Path):
     assert started[0].max_loras == 2 and started[0].base == tiny_base
 
 
+def test_fair_share_is_on_unless_turned_off(started, monkeypatch, tiny_base: Path):
+    assert _serve("--base", str(tiny_base)).exit_code == 0
+    monkeypatch.setenv("LORAMUX_FAIR_SHARE", "false")
+    assert _serve("--base", str(tiny_base), "--max-num-seqs", "4").exit_code == 0
+    assert _serve("--base", str(tiny_base), "--fair-share").exit_code == 0
+    assert [(s.fair_share, s.max_num_seqs) for s in started] == [(True, None), (False, 4), (True, None)]
+
+
 def test_bad_settings_from_flags_and_env_are_reported_together(started, monkeypatch, tiny_base: Path):
     monkeypatch.setenv("LORAMUX_MAX_LORAS", "many")
     r = _serve("--base", str(tiny_base), "--dtype", "float8", "--port", "-1")
