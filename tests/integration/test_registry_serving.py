@@ -55,23 +55,25 @@ def test_the_admin_api_shows_where_adapters_are_and_pins_them(server):
     the other slots churn, and the listing covers static and registry adapters alike."""
     admin = {"Authorization": f"Bearer {server.admin_key}"}
 
-    def rows() -> dict[str, dict]:
+    def rows() -> dict[tuple[str, str], dict]:
         r = httpx.get(f"{server.url}/v1/admin/adapters", headers=admin, timeout=60)
         assert r.status_code == 200, r.text
-        return {row["name"]: row for row in r.json()["data"]}
+        return {(row["name"], row["version"]): row for row in r.json()["data"]}
 
-    assert _ask(server, "reg/one").status_code == 200
+    answer = _ask(server, "reg/one")
+    assert answer.status_code == 200
+    served = ("reg/one", answer.headers["x-loramux-adapter-version"])  # earlier tests may have loaded others
     listed = rows()
-    assert listed["reg/one"]["state"] == "device" and listed["reg/one"]["source"] == "registry"
-    assert set(listed["reg/one"]["load_s"]) == {"fetch", "validate", "engine"}
-    assert set(server.adapters) <= set(listed)
+    assert listed[served]["state"] == "device" and listed[served]["source"] == "registry"
+    assert set(listed[served]["load_s"]) == {"fetch", "validate", "engine"}
+    assert set(server.adapters) <= {name for name, _ in listed}
     r = httpx.post(f"{server.url}/v1/admin/adapters/pin", json={"name": "reg/one"}, headers=admin, timeout=60)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200 and r.json()["version"] == served[1], r.text
     try:
         for name in server.adapters:  # every other slot used since
             assert _ask(server, name).status_code == 200
-        assert rows()["reg/one"] | {"idle_s": None} == listed["reg/one"] | {"pinned": True, "idle_s": None}
+        assert rows()[served] | {"idle_s": None} == listed[served] | {"pinned": True, "idle_s": None}
     finally:
         r = httpx.post(f"{server.url}/v1/admin/adapters/unpin", json={"name": "reg/one"}, headers=admin, timeout=60)
         assert r.status_code == 200, r.text
-    assert not rows()["reg/one"]["pinned"]
+    assert not rows()[served]["pinned"]

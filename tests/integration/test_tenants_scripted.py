@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 
@@ -80,14 +81,15 @@ def test_three_tenants_get_only_their_own_answers(deployment):
                 "admin with a tenant key": await client.get(f"{url}/v1/admin/adapters",
                                                             headers={"Authorization": f"Bearer {keys['calm']}"}),
             }
+            calm_alone = await asyncio.gather(*(ask(client, keys["calm"], m, p) for t, m, p in jobs if t == "calm"))
             solo = {}
             for model, prompt in sorted({(m, p) for _, m, p in jobs}):
                 r = await ask(client, keys["ops"], model, prompt)
                 assert r.status_code == 200, r.text
                 solo[model, prompt] = (r.headers["x-loramux-adapter-version"], r.json()["choices"][0]["text"])
-            return answers, wrong, solo, (await client.get(f"{url}/metrics")).text
+            return answers, wrong, solo, (await client.get(f"{url}/metrics")).text, calm_alone
 
-    answers, wrong, solo, metrics = asyncio.run(run())
+    answers, wrong, solo, metrics, calm_alone = asyncio.run(run())
     codes = Counter((t, r.status_code) for (t, _, _), r in zip(jobs, answers, strict=True))
     assert codes == {("flood", 200): 150, ("calm", 200): 15, ("capped", 200): RPM, ("capped", 429): 35 - RPM}
     for (tenant, model, prompt), r in zip(jobs, answers, strict=True):
@@ -109,8 +111,17 @@ def test_three_tenants_get_only_their_own_answers(deployment):
 
     per_request = [line for line in metrics.splitlines()
                    if line.startswith("loramux_") and not line.startswith("loramux_adapter_resident")]
-    labels = set(re.findall(r'adapter="([^"]+)"', "\n".join(per_request)))
+    labels = set(re.findall(r'adapter="([^"]+)"', "\n".join(per_request))) - {"-"}  # "-": never resolved
     assert len(labels) <= TOP_K + 1 and "other" in labels  # 20 adapters, 5 labels and `other`
     assert keys["ops"] not in metrics and all(k not in metrics for k in keys.values())
+    flooded = [_ttft_ms(r) for (t, _, _), r in zip(jobs, answers, strict=True) if t == "calm"]
+    alone = [_ttft_ms(r) for r in calm_alone]
     print(f"\n/metrics: {len(metrics.splitlines())} lines, {len(per_request)} loramux series lines, "
-          f"adapter labels {sorted(labels)}")
+          f"adapter labels {sorted(labels)}; calm's TTFT (server-timing) p50/max: alone "
+          f"{statistics.median(alone):.0f}/{max(alone):.0f} ms, under the flood "
+          f"{statistics.median(flooded):.0f}/{max(flooded):.0f} ms")
+
+
+def _ttft_ms(r: httpx.Response) -> float:
+    """The server's time to first token for one answer: resolve + load + queue + prefill."""
+    return sum(float(part.split(";dur=")[1]) for part in r.headers["server-timing"].split(", "))
