@@ -18,8 +18,8 @@ from ..engine.protocol import AdapterHandle
 from ..errors import sse_error
 from ..generation import GenerationService
 from ..keys import KeyRecord
-from ..quotas import Quotas
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from ..quotas import Quotas
 from ..responses import DONE
 from .deps import Caller, Catalog, QuotasDep, Service
 
@@ -96,6 +96,9 @@ async def _unless_disconnected(request: Request, work: Awaitable[Response]) -> R
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is going away: so is the work
+        task.cancel()
+        raise
     finally:
         gone.cancel()
     if task.done():
