@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.integration.conftest import free_port, wait_healthy  # noqa: E402
+from tests.integration.conftest import running_server  # noqa: E402
 
 console = Console(stderr=True)
 BODY = {"model": "tiny", "prompt": "The cat sees the robot and", "temperature": 1.0, "stream": True}
@@ -116,23 +114,9 @@ def make_keys(path: Path) -> dict[str, str]:
     return {tenant: create_key(path, tenant)[0] for tenant in ("flood", "light")}
 
 
-@contextlib.contextmanager
 def serving(base: Path, keys_file: Path, extra: list[str], log: Path):
-    port = free_port()
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(base), "--served-name", "tiny",
-           "--dtype", "float32", "--keys", str(keys_file), "--port", str(port), *extra]
-    proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log, timeout=300)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    return running_server(["--base", str(base), "--served-name", "tiny", "--dtype", "float32",
+                           "--keys", str(keys_file), *extra], log, timeout=300)
 
 
 def pct(xs: list[float], q: int) -> float:
