@@ -22,6 +22,7 @@ from .metrics import Metrics
 from .middleware import ContextMiddleware
 from .routers import admin, completions, health, models
 from .settings import ServerSettings
+from .slots import LoraSlots
 
 EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
 
@@ -49,7 +50,8 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
                 await catalog.pin(name)
             policy = asyncio.create_task(catalog.run_policy(), name="loramux-residency")
             app.state.engine, app.state.catalog = engine, catalog
-            app.state.service = GenerationService(engine, FairShare() if settings.fair_share else None)
+            app.state.service = (GenerationService(engine, FairShare(), slots) if settings.fair_share
+                                 else GenerationService(engine))
             yield
         finally:
             if policy is not None:
@@ -59,10 +61,12 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
                 catalog.close()
 
     app = FastAPI(title="loramux", lifespan=lifespan)
+    slots = LoraSlots(settings.max_loras) if settings.fair_share else None
     app.state.settings = settings
     app.state.keyring = Keyring(settings.keys) if settings.keys is not None else None
     app.state.metrics = Metrics(settings.metrics_top_k, residency=lambda: (
-        getattr(app.state, "catalog", None) and app.state.catalog.snapshot or [], settings.max_loras))
+        getattr(app.state, "catalog", None) and app.state.catalog.snapshot or [], settings.max_loras),
+        tenants=slots.tenants if slots is not None else None)
     app.state.quotas = Quotas(on_reject=app.state.metrics.quota_rejected)
     install_error_handlers(app)
 

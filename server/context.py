@@ -57,6 +57,7 @@ class RequestContext:
     ttft: float | None = None
     phases: dict[str, float] = field(default_factory=dict)  # where the time to first token went
     generated: bool = False
+    slot_wait: float = 0.0  # seconds its adapter waited for a batch slot
 
     def log_fields(self) -> dict[str, str | None]:
         """What a log line says about the request: never the key, only its id and tenant."""
@@ -74,10 +75,16 @@ class RequestContext:
         if self.ttft is None:
             self.ttft = time.perf_counter() - self.started
 
+    def waited_for_slot(self, seconds: float) -> None:
+        """Time spent waiting for the adapter's batch slot (slots.py), before the engine's queue."""
+        if "prefill" not in self.phases:
+            self.slot_wait = max(self.slot_wait, seconds)  # a request's prompts wait side by side
+
     def engine_timing(self, queue_s: float | None, first_token_s: float | None) -> None:
-        """The engine's own split of its time to first token (first report wins)."""
+        """The engine's own split of its time to first token (first report wins); `queue`
+        includes the wait for a batch slot."""
         if first_token_s is not None and "prefill" not in self.phases:
-            self.phases["queue"] = queue_s or 0.0
+            self.phases["queue"] = self.slot_wait + (queue_s or 0.0)
             self.phases["prefill"] = max(first_token_s - (queue_s or 0.0), 0.0)
 
     def server_timing(self) -> str:

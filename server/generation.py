@@ -8,6 +8,8 @@ response is sent. What differs between completions and chat is a registry entry 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
@@ -18,6 +20,7 @@ from .engine.protocol import Engine, GenerateChunk, GenerateRequest, SamplingOpt
 from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
+from .slots import LoraSlots
 
 
 def _completion_prompts(engine: Engine, req: CompletionRequest) -> list[list[int]]:
@@ -56,9 +59,10 @@ def fair_share_tenant(ctx: RequestContext) -> str:
 
 
 class GenerationService:
-    def __init__(self, engine: Engine, fair: FairShare | None = None) -> None:
+    def __init__(self, engine: Engine, fair: FairShare | None = None, slots: LoraSlots | None = None) -> None:
         self.engine = engine
         self.fair = fair  # None: every request has priority 0, first come, first served
+        self.slots = slots  # None: vLLM decides which adapters get its batch slots
 
     # -- request -> engine requests ------------------------------------------------------
     def _requests(self, req: SamplingFields, ep: Endpoint, ctx: RequestContext) -> list[GenerateRequest]:
@@ -102,14 +106,28 @@ class GenerationService:
 
     # -- running them ---------------------------------------------------------------------
     async def _generate(self, request: GenerateRequest, ctx: RequestContext) -> AsyncIterator[GenerateChunk]:
-        """The engine's chunks, the request queued at its tenant's fair-share place while it runs."""
+        """The engine's chunks, the request queued at its tenant's fair-share place (for a
+        batch slot for its adapter, then in the engine) while it runs."""
         if self.fair is None:
             async for chunk in self.engine.generate(request):
                 yield chunk
             return
-        with self.fair.turn(fair_share_tenant(ctx), request.sampling.n) as priority:
-            async for chunk in self.engine.generate(replace(request, priority=priority)):
-                yield chunk
+        tenant = fair_share_tenant(ctx)
+        with self.fair.turn(tenant, request.sampling.n) as priority:
+            adapter = request.adapter.id if request.adapter is not None and self.slots is not None else None
+            async with self._slot(adapter, tenant, priority, ctx):
+                async for chunk in self.engine.generate(replace(request, priority=priority)):
+                    yield chunk
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, adapter: int | None, tenant: str, priority: int, ctx: RequestContext):
+        if adapter is None:
+            yield
+            return
+        waited = time.perf_counter()
+        async with self.slots.slot(adapter, tenant, priority):
+            ctx.waited_for_slot(time.perf_counter() - waited)
+            yield
 
     async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
                         ctx: RequestContext) -> dict:

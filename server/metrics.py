@@ -67,11 +67,13 @@ class AdapterLabels:
 
 
 class Metrics:
-    def __init__(self, top_k: int = 50, residency: Callable[[], tuple[list[AdapterState], int]] | None = None) -> None:
+    def __init__(self, top_k: int = 50, residency: Callable[[], tuple[list[AdapterState], int]] | None = None,
+                 tenants: Callable[[], dict[tuple[str, str], int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.labels = AdapterLabels(top_k, self._drop)
         self._series: defaultdict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = defaultdict(set)
         self.residency = residency  # the catalog's snapshot: rows and the number of batch slots
+        self.tenants = tenants  # (tenant, state) -> requests waiting for a batch slot or in the engine
         per = ["adapter", "tenant", "endpoint"]
         r = self.registry
         self.requests = Counter("loramux_requests", "Requests answered, by adapter version and HTTP status.",
@@ -85,7 +87,8 @@ class Metrics:
                               per, buckets=_LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("loramux_time_per_output_token_seconds", "Time per output token after the first.",
                               per, buckets=_TOKEN_BUCKETS, registry=r)
-        self.queue = Histogram("loramux_request_queue_seconds", "Time waiting in the engine for a batch slot.",
+        self.queue = Histogram("loramux_request_queue_seconds", "Time waiting for a batch slot: the adapter's "
+                               "(fair share of LoRA slots), then the engine's.",
                                per, buckets=_LATENCY_BUCKETS, registry=r)
         self.ttft_phases = Histogram("loramux_ttft_phase_seconds", "Where the time to first token went: "
                                      "resolve, load (waiting for an adapter load), queue, prefill.",
@@ -182,7 +185,8 @@ class _LoadHistogram:
 
 
 class _ResidencyCollector:
-    """Residency at scrape time, from the catalog's snapshot (refreshed by its policy task)."""
+    """Residency at scrape time, from the catalog's snapshot (refreshed by its policy task), and
+    each tenant's requests by where they wait."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -206,6 +210,12 @@ class _ResidencyCollector:
         for tier in ("device", "host"):
             tiers.add_metric([tier], count[tier])
         yield from (resident, tiers, loaded)
+        waiting = GaugeMetricFamily("loramux_tenant_requests", "Requests in flight by tenant and state "
+                                    "(waiting_for_slot: for its adapter's batch slot; in_engine: queued or running).",
+                                    labels=["tenant", "state"])
+        for (tenant, state), n in sorted((self.metrics.tenants() if self.metrics.tenants else {}).items()):
+            waiting.add_metric([tenant, state], n)
+        yield waiting
         yield GaugeMetricFamily("vllm:num_gpu_loaded_lora_adapters", "Adapters in a batch slot (vLLM PR #54830).",
                                 value=count["device"])
         yield GaugeMetricFamily("vllm:max_gpu_lora_adapters", "Batch slots for adapters (vLLM PR #54830).",

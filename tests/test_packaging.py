@@ -46,7 +46,7 @@ def test_only_the_engine_seam_imports_vllm():
 # The server's layers, lowest first. A module imports only from layers below its own, so the
 # engine knows no catalog, the catalog no HTTP, and shaping no generation.
 SERVER_LAYERS = [{"settings", "openai_protocol", "engine", "keys", "__init__"},
-                 {"context", "responses", "residency", "admission", "quotas", "fairness"},
+                 {"context", "responses", "residency", "admission", "quotas", "fairness", "slots"},
                  {"residency_control"}, {"catalog", "generation", "metrics", "errors"}, {"middleware", "routers"}, {"app"}, {"cli"}]
 
 
