@@ -7,10 +7,15 @@ floods, and another tenant's adapter waits for a slot that never frees (measured
 a calm tenant's TTFT 63 ms alone, 1,252 ms under a flood, with fair-share priorities on).
 
 So loramux hands out the slots itself. A request enters the engine only while its adapter
-holds a slot (the base needs none); one that finds every slot taken waits here, in fair-share
-order (its start tag, fairness.py). While anyone waits, one slot drains: the slot of the
-tenant holding the most, of its adapters the one with the fewest requests in flight (it
-empties first), takes no new requests until it is empty and then passes to the first waiter.
+holds a slot (the base needs none); one that finds no slot it may take waits here, in
+fair-share order (its start tag, fairness.py).
+- Room: a tenant's first slot is any free one, but it takes another only while a free slot
+  is left for each tenant active in the last `room_s` that holds none. A tenant sending one
+  request at a time then finds a slot free each time, however hard another floods.
+- Drain: while a waiter's tenant holds fewer slots than another, or a waiter has waited
+  `patience_s` behind its own tenant's adapters, one slot drains: of the tenant holding the
+  most, the adapter whose newest request entered longest ago (it empties first) takes no new
+  requests until it is empty, and then passes to the first waiter.
 The engine therefore never holds more adapters than slots, vLLM never skips a request for
 want of one, and its queue order (the same tags, as priorities) is the order requests run.
 """
@@ -19,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +36,7 @@ class _Slot:
     tenant: str
     active: int = 0  # requests of this adapter in the engine
     draining: bool = False  # takes no new requests until empty
+    joined: float = field(default_factory=time.monotonic)  # when its newest request entered
 
 
 @dataclass(order=True)
@@ -39,23 +46,29 @@ class _Waiter:
     adapter: int = field(compare=False)
     tenant: str = field(compare=False)
     granted: asyncio.Future[None] = field(compare=False)
+    since: float = field(compare=False, default_factory=time.monotonic)
 
 
 class LoraSlots:
     """Slots per adapter handle id; all bookkeeping is await-free, so it needs no lock."""
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, patience_s: float = 2.0, room_s: float = 10.0) -> None:
         self.slots = slots
+        self.patience_s = patience_s  # how long a tenant's adapter waits behind its own others
+        self.room_s = room_s  # how long a tenant's room is kept after its last adapter request
         self._held: dict[int, _Slot] = {}  # adapter handle id -> its slot
         self._waiting: list[_Waiter] = []  # sorted by (tag, arrival)
         self._seq = itertools.count()
         self._in_engine: Counter[str] = Counter()  # tenant -> requests in the engine
+        self._seen: dict[str, float] = {}  # tenant -> when its last adapter request came or went
 
     @asynccontextmanager
     async def slot(self, adapter: int | None, tenant: str, tag: int) -> AsyncIterator[None]:
         """Held while a request of `adapter` (None: the base) is in the engine; may wait first."""
-        if adapter is not None and not self._join(adapter, tenant):
-            await self._wait(adapter, tenant, tag)
+        if adapter is not None:
+            self._seen[tenant] = time.monotonic()
+            if not self._enter(adapter, tenant):
+                await self._wait(adapter, tenant, tag)
         self._in_engine[tenant] += 1
         try:
             yield
@@ -64,18 +77,32 @@ class LoraSlots:
             if self._in_engine[tenant] <= 0:
                 del self._in_engine[tenant]
             if adapter is not None:
+                self._seen[tenant] = time.monotonic()
                 self._leave(adapter)
 
-    def _join(self, adapter: int, tenant: str) -> bool:
-        """Enter at once: the adapter's slot is open, or a slot is free and nobody waits."""
+    def _per_tenant(self) -> Counter[str]:
+        return Counter(s.tenant for s in self._held.values())
+
+    def _may_open(self, tenant: str, per_tenant: Counter[str]) -> bool:
+        """Whether `tenant` may take a free slot for another adapter now (see Room above)."""
+        free = self.slots - len(self._held)
+        if free <= 0 or not per_tenant[tenant]:
+            return free > 0
+        now = time.monotonic()
+        self._seen = {t: at for t, at in self._seen.items() if now - at < self.room_s}
+        return free > sum(1 for t in self._seen if t != tenant and not per_tenant[t])
+
+    def _enter(self, adapter: int, tenant: str) -> bool:
+        """Enter at once: the adapter's slot is open, or it may open one and nobody waits."""
         slot = self._held.get(adapter)
         if slot is None:
-            if self._waiting or len(self._held) >= self.slots:
+            if self._waiting or not self._may_open(tenant, self._per_tenant()):
                 return False
             slot = self._held[adapter] = _Slot(tenant)
         elif slot.draining:
             return False
         slot.active += 1
+        slot.joined = time.monotonic()
         return True
 
     async def _wait(self, adapter: int, tenant: str, tag: int) -> None:
@@ -97,29 +124,39 @@ class LoraSlots:
         slot.active -= 1
         if slot.active <= 0:
             del self._held[adapter]
+        if slot.active <= 0 or self._waiting:
             self._settle()
 
     def _settle(self) -> None:
-        """Grant what can be granted, in tag order; then, if anyone still waits, drain one slot."""
+        """Grant what can be granted, in tag order; then choose the slot that drains, if any."""
         self._waiting = [w for w in self._waiting if not w.granted.done()]  # done here: cancelled
-        if not self._waiting or len(self._held) < self.slots:  # nobody needs a slot drained
-            for slot in self._held.values():
-                slot.draining = False
+        per_tenant = self._per_tenant()
         still = []
         for w in self._waiting:
             slot = self._held.get(w.adapter)
-            if slot is None and len(self._held) < self.slots:
+            if slot is None and self._may_open(w.tenant, per_tenant):
                 slot = self._held[w.adapter] = _Slot(w.tenant)
+                per_tenant[w.tenant] += 1
             if slot is not None and not slot.draining:
                 slot.active += 1
+                slot.joined = time.monotonic()
                 w.granted.set_result(None)
             else:
                 still.append(w)
         self._waiting = still
-        if still and not any(s.draining for s in self._held.values()):
-            per_tenant = Counter(s.tenant for s in self._held.values())
-            victim = max(self._held.values(), key=lambda s: (per_tenant[s.tenant], -s.active))
-            victim.draining = True
+        self._choose_drain(per_tenant)
+
+    def _choose_drain(self, per_tenant: Counter[str]) -> None:
+        """Keep one slot draining while a waiter needs it (see Drain above), none otherwise."""
+        most, now = max(per_tenant.values(), default=0), time.monotonic()
+        needed = any(per_tenant[w.tenant] < most or now - w.since >= self.patience_s for w in self._waiting)
+        draining = [s for s in self._held.values() if s.draining]
+        if needed and draining and per_tenant[draining[0].tenant] == most:
+            return  # the one draining still belongs to a tenant holding the most
+        for s in draining:
+            s.draining = False
+        if needed and self._held:
+            max(self._held.values(), key=lambda s: (per_tenant[s.tenant], -s.joined)).draining = True
 
     def tenants(self) -> dict[tuple[str, str], int]:
         """(tenant, state) -> requests: `waiting_for_slot` here, `in_engine` (queued there or running)."""

@@ -88,6 +88,31 @@ def test_a_calm_tenant_gets_a_slot_from_a_flood_holding_them_all():
     run(scenario())
 
 
+def test_a_tenant_asking_one_at_a_time_finds_room_however_hard_another_floods():
+    async def scenario():
+        slots, fair = LoraSlots(3), FairShare()
+        engine = Engine(slots, fair)
+        first, _ = engine.submit("calm", 9)
+        await settle()
+        await engine.finish(first)  # calm is idle now, but was active a moment ago
+        for a in range(1, 6):  # the flood asks for five adapters
+            engine.submit("flood", a)
+        await settle()
+        assert {a for _, a in engine.inside.values()} == {1, 2}  # a slot is left for calm
+        assert slots.tenants()[("flood", "waiting_for_slot")] == 3
+        second, _ = engine.submit("calm", 8)
+        await settle()
+        assert engine.inside[second] == ("calm", 8)  # no wait: it found the room kept for it
+        for rid in list(engine.inside):
+            await engine.finish(rid)
+        while engine.inside:
+            for rid in list(engine.inside):
+                await engine.finish(rid)
+        assert slots.tenants() == {}
+
+    run(scenario())
+
+
 def test_base_requests_never_wait_for_a_slot():
     async def scenario():
         slots, fair = LoraSlots(1), FairShare()
