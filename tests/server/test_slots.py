@@ -9,6 +9,7 @@ import random
 import pytest
 
 from loramux.server.fairness import FairShare
+from loramux.server.metrics import Metrics
 from loramux.server.slots import LoraSlots
 
 
@@ -123,6 +124,9 @@ def test_base_requests_never_wait_for_a_slot():
         await settle()
         assert base in engine.inside and waiting not in engine.inside
         assert slots.tenants() == {("a", "in_engine"): 1, ("b", "in_engine"): 1, ("b", "waiting_for_slot"): 1}
+        page = Metrics(tenants=slots.tenants).render().decode()  # what a dashboard plots per tenant
+        assert 'loramux_tenant_requests{state="waiting_for_slot",tenant="b"} 1.0' in page
+        assert 'loramux_tenant_requests{state="in_engine",tenant="a"} 1.0' in page
         for rid in list(engine.inside):
             await engine.finish(rid)
         await engine.finish(waiting)
