@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
 
-from . import lora_fix
+from . import lora_fix, lora_ops
 from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
 from .residency_ext import LoraResidency
 
@@ -44,6 +44,7 @@ def configure_environment(cfg: EngineConfig) -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault(lora_fix.ENV_FLAG, "1")  # read by vLLM's plugin loader in its workers
+    lora_ops.check(os.environ.setdefault(lora_ops.ENV_FLAG, lora_ops.DEFAULT))
 
 
 class VLLMEngine:
@@ -62,7 +63,8 @@ class VLLMEngine:
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         configure_environment(cfg)
-        lora_fix.plugin()  # this process; vLLM's engine-core process runs it as a plugin
+        lora_ops.plugin()  # this process; vLLM's engine-core process runs both as plugins
+        lora_fix.plugin()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 

@@ -1,0 +1,57 @@
+"""vLLM's CPU punica wrapper with grouped LoRA ops (`grouped_lora.py`); imports vLLM.
+
+Only `lora_ops.apply()` imports this module, inside vLLM's processes, after its probe has
+checked that the installed `PunicaWrapperCPU` has the signatures overridden here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vllm.lora.punica_wrapper.punica_cpu import PunicaWrapperCPU
+
+from . import grouped_lora as ops
+
+
+class GroupedPunicaWrapper(PunicaWrapperCPU):
+    """Groups the step's rows by adapter in `update_metadata`; every LoRA call reuses that."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._tokens = ops.RowGroups((), None)  # rows of the hidden states (linear, embedding)
+        self._samples = ops.RowGroups((), None)  # rows of the logits
+
+    def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs) -> None:
+        super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
+        self._tokens = ops.RowGroups.build(self.token_lora_indices)
+        self._samples = ops.RowGroups.build(self.sampler_indices)
+
+    def add_shrink(self, y, x: torch.Tensor, lora_a_stacked, scale: float, **kwargs: Any):
+        x = x.view(-1, x.shape[-1])
+        for i, a in enumerate(lora_a_stacked):
+            ops.shrink(self._tokens, y[i].view(-1, y[i].shape[-1]), x, a, scale)
+
+    def add_expand(self, y: torch.Tensor, x, lora_b_stacked, output_slices, offset_start: int = 0,
+                   add_inputs: bool = True, **kwargs: Any) -> None:
+        y2 = y.view(-1, y.shape[-1])
+        offset = offset_start
+        for i, (b, size) in enumerate(zip(lora_b_stacked, output_slices)):
+            ops.expand(self._tokens, y2, x[i], b, offset, size, add_inputs)
+            offset += size
+
+    def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
+                           add_inputs: bool = True, **kwargs: Any) -> None:
+        ops.expand(self._tokens, y, x, lora_b_stacked, 0, None, add_inputs)
+
+    def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked, lora_b_stacked,
+                        scale: float, output_slices, *, buffer=None, **kwargs: Any) -> None:
+        ops.lora_linear(self._tokens, y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1]), lora_a_stacked,
+                        lora_b_stacked, scale, output_slices)
+
+    def add_lora_logits(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked: torch.Tensor,
+                        lora_b_stacked: torch.Tensor, scale, *, buffer=None, **kwargs: Any) -> None:
+        y2, x2 = y.view(-1, y.shape[-1]), x.view(-1, x.shape[-1])
+        h = torch.zeros(x2.shape[0], lora_b_stacked.shape[-1], dtype=torch.float32, device=x2.device)
+        ops.shrink(self._samples, h, x2, lora_a_stacked, scale)
+        ops.expand(self._samples, y2, h, lora_b_stacked, 0, None, True)
