@@ -36,6 +36,7 @@ class EngineConfig:
     progress_bars: bool = False  # vLLM's weight-loading bars; on with --log-level info
     max_num_seqs: int | None = None  # requests in a batch; None: vLLM's default (128 on CPU)
     scheduling_policy: str = "priority"  # "fcfs" ignores GenerateRequest.priority
+    enable_lora: bool = True  # False: base only (no slots, and vLLM's CPU platform keeps torch.compile on)
 
 
 def configure_environment(cfg: EngineConfig) -> None:
@@ -70,7 +71,7 @@ class VLLMEngine:
 
         args = AsyncEngineArgs(
             model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
-            enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
+            enable_lora=cfg.enable_lora, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
             max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
             enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
