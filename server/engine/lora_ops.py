@@ -81,10 +81,27 @@ def grouped() -> bool:
         return False
     from vllm.platforms import current_platform
 
-    type(current_platform).get_punica_wrapper = classmethod(lambda cls: WRAPPER)
+    platform = type(current_platform)
+    platform.get_punica_wrapper = classmethod(lambda cls: WRAPPER)
+    platform.check_and_update_config = classmethod(compiling(platform.check_and_update_config.__func__))
     _applied = True
     log.info("LoRA ops: grouped (one product per adapter present; no-adapter rows skipped)")
     return True
+
+
+def compiling(check_and_update_config):
+    """vLLM's CPU platform turns torch.compile off whenever LoRA is on, because its torch ops branch
+    on each batch in Python; the grouped wrapper hides that branching in a custom op, so the
+    platform is asked for its config as if LoRA were off (`LORAMUX_LORA_COMPILE=0` keeps it off)."""
+    def check(cls, vllm_config) -> None:
+        lora = vllm_config.lora_config
+        if os.environ.get("LORAMUX_LORA_COMPILE", "1") == "1":
+            vllm_config.lora_config = None
+        try:
+            check_and_update_config(cls, vllm_config)
+        finally:
+            vllm_config.lora_config = lora
+    return check
 
 
 def keep_vllm() -> bool:
