@@ -114,7 +114,7 @@ def wrapper(index_mapping, prompt_mapping, slot_ids, prefill):
 
 @pytest.mark.parametrize("prefill", [True, False])
 def test_wrapper_shrink_expand_and_logits(prefill):
-    """The split path (add_shrink + add_expand, used by sharded layers) and the logits path."""
+    """The fused linear path, the split one (add_shrink + add_expand, sharded layers) and logits."""
     gen = torch.Generator().manual_seed(3)
     slot_ids = [7, None, 9]  # slot 0 holds lora id 7, slot 2 id 9, slot 1 is free
     tokens = (7, 7, 0, 9, 9, 9, 0, 7) if prefill else (7, 0, 9, 7)
@@ -124,6 +124,9 @@ def test_wrapper_shrink_expand_and_logits(prefill):
     a, b = stacked(3, 8, slices, 24, gen)
     x, y = torch.randn(len(tokens), 24, generator=gen), torch.randn(len(tokens), sum(slices), generator=gen)
     expected = reference(y, x, a, b, 1.0, slices, idx)
+    fused = y.clone()
+    w.add_lora_linear(fused, x, a, b, 1.0, slices)  # through the custom op torch.compile sees
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
     buf = torch.zeros(len(slices), len(tokens), 8)
     w.add_shrink(buf, x, a, 1.0)
     w.add_expand(y, buf, b, slices)
@@ -167,3 +170,19 @@ def test_zero_slot_only_without_grouped_ops(monkeypatch):
     assert lora_fix.apply() is False  # grouped ops skip -1 rows: no slot added
     monkeypatch.setenv(lora_ops.ENV_FLAG, "vllm")
     assert not lora_ops.will_group()
+
+
+def test_platform_config_sees_no_lora_so_compile_stays_on(monkeypatch):
+    """vLLM's CPU platform sets compile mode NONE when `lora_config` is set; the wrapper hides it
+    during that call only, and LORAMUX_LORA_COMPILE=0 keeps vLLM's choice."""
+    seen = []
+
+    class Config:
+        lora_config = "lora"
+
+    wrapped = lora_ops.compiling(lambda cls, cfg: seen.append(cfg.lora_config))
+    cfg = Config()
+    wrapped(None, cfg)
+    monkeypatch.setenv("LORAMUX_LORA_COMPILE", "0")
+    wrapped(None, cfg)
+    assert seen == [None, "lora"] and cfg.lora_config == "lora"
