@@ -142,7 +142,7 @@ def run_server(settings: ServerSettings) -> None:
         engine = VLLMEngine.start(EngineConfig(
             base=s.base, served_name=s.base_name, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
-            progress_bars=s.log_level in ("debug", "info"), max_num_seqs=s.max_num_seqs,
+            progress_bars=s.log_level in ("debug", "info"), max_num_seqs=s.max_num_seqs, enable_lora=s.enable_lora,
             scheduling_policy="priority" if s.fair_share else "fcfs"))
         served = f"{len(s.adapters)} adapter(s)" + (f" and the registry {s.registry}" if s.registry else "")
         access = f"keys from {s.keys}" if s.keys else "open to every client (no --keys)"

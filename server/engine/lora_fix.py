@@ -18,6 +18,8 @@ fixed (or on GPU) nothing is patched. It is applied in every vLLM process throug
 `vllm.general_plugins` entry point, which is a no-op unless loramux's engine set
 `LORAMUX_LORA_FIX=1`, so installing loramux never changes a plain vLLM run.
 `LORAMUX_LORA_FIX=0` turns it off for loramux too (to reproduce the bug or measure).
+Where loramux's grouped ops run (`lora_ops.py`, the default) they skip -1 rows themselves
+and no slot is added; the fix then matters only with `LORAMUX_LORA_OPS=vllm`.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+
+from . import lora_ops
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,9 @@ def apply() -> bool:
     global _applied
     if _applied:
         return True
+    if lora_ops.will_group():
+        log.info("grouped LoRA ops skip no-adapter tokens; no zero slot needed")
+        return False
     if not (needs_fix() and uses_torch_ops()):
         log.info("vLLM's LoRA ops skip no-adapter tokens on this platform; not patching")
         return False

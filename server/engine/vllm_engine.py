@@ -15,7 +15,7 @@ from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
 
-from . import lora_fix
+from . import lora_fix, lora_ops
 from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
 from .residency_ext import LoraResidency
 
@@ -36,6 +36,7 @@ class EngineConfig:
     progress_bars: bool = False  # vLLM's weight-loading bars; on with --log-level info
     max_num_seqs: int | None = None  # requests in a batch; None: vLLM's default (128 on CPU)
     scheduling_policy: str = "priority"  # "fcfs" ignores GenerateRequest.priority
+    enable_lora: bool = True  # False: base only (no slots, and vLLM's CPU platform keeps torch.compile on)
 
 
 def configure_environment(cfg: EngineConfig) -> None:
@@ -44,6 +45,7 @@ def configure_environment(cfg: EngineConfig) -> None:
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault(lora_fix.ENV_FLAG, "1")  # read by vLLM's plugin loader in its workers
+    lora_ops.check(os.environ.setdefault(lora_ops.ENV_FLAG, lora_ops.DEFAULT))
 
 
 class VLLMEngine:
@@ -62,13 +64,14 @@ class VLLMEngine:
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         configure_environment(cfg)
-        lora_fix.plugin()  # this process; vLLM's engine-core process runs it as a plugin
+        lora_ops.plugin()  # this process; vLLM's engine-core process runs both as plugins
+        lora_fix.plugin()
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
             model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
-            enable_lora=True, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
+            enable_lora=cfg.enable_lora, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
             max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
             enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
