@@ -114,18 +114,18 @@ class GenerationService:
             return
         tenant = fair_share_tenant(ctx)
         with self.fair.turn(tenant, request.sampling.n) as priority:
-            adapter = request.adapter.id if request.adapter is not None and self.slots is not None else None
-            async with self._slot(adapter, tenant, priority, ctx):
+            async with self._slot(request, tenant, priority, ctx):
                 async for chunk in self.engine.generate(replace(request, priority=priority)):
                     yield chunk
 
     @contextlib.asynccontextmanager
-    async def _slot(self, adapter: int | None, tenant: str, priority: int, ctx: RequestContext):
-        if adapter is None:
+    async def _slot(self, request: GenerateRequest, tenant: str, priority: int, ctx: RequestContext):
+        """Its adapter's batch slot (slots.py), the wait counted in the request's queue time."""
+        if self.slots is None or request.adapter is None:
             yield
             return
         waited = time.perf_counter()
-        async with self.slots.slot(adapter, tenant, priority):
+        async with self.slots.slot(request.adapter.id, tenant, priority):
             ctx.waited_for_slot(time.perf_counter() - waited)
             yield
 
