@@ -46,6 +46,13 @@ class Engine:
         self.done[rid].set()
         await settle()
 
+    async def finish_all(self) -> None:
+        """Finish every request, those still waiting for a slot as they enter."""
+        while self.inside or self.slots.tenants():
+            for rid in list(self.inside):
+                await self.finish(rid)
+            await settle()
+
 
 async def settle() -> None:
     for _ in range(5):
@@ -77,13 +84,8 @@ def test_a_calm_tenant_gets_a_slot_from_a_flood_holding_them_all():
                 await engine.finish(rid)
         assert engine.inside[calm] == ("calm", 9)  # the drained slot went to calm, ahead of the flood's backlog
         assert engine.most_adapters == 2
-        for rid in list(engine.inside):
-            await engine.finish(rid)
-        while engine.inside or any(not t.done() for _, t in later):
-            for rid in list(engine.inside):
-                await engine.finish(rid)
-            await settle()
-        assert engine.most_adapters == 2
+        await engine.finish_all()
+        assert all(t.done() for _, t in later) and engine.most_adapters == 2
         assert slots.tenants() == {}
 
     run(scenario())
@@ -104,11 +106,7 @@ def test_a_tenant_asking_one_at_a_time_finds_room_however_hard_another_floods():
         second, _ = engine.submit("calm", 8)
         await settle()
         assert engine.inside[second] == ("calm", 8)  # no wait: it found the room kept for it
-        for rid in list(engine.inside):
-            await engine.finish(rid)
-        while engine.inside:
-            for rid in list(engine.inside):
-                await engine.finish(rid)
+        await engine.finish_all()
         assert slots.tenants() == {}
 
     run(scenario())
@@ -127,9 +125,7 @@ def test_base_requests_never_wait_for_a_slot():
         page = Metrics(tenants=slots.tenants).render().decode()  # what a dashboard plots per tenant
         assert 'loramux_tenant_requests{state="waiting_for_slot",tenant="b"} 1.0' in page
         assert 'loramux_tenant_requests{state="in_engine",tenant="a"} 1.0' in page
-        for rid in list(engine.inside):
-            await engine.finish(rid)
-        await engine.finish(waiting)
+        await engine.finish_all()
 
     run(scenario())
 
@@ -175,11 +171,8 @@ def test_random_traffic_never_exceeds_the_slots_and_every_request_runs(seed):
                 await engine.finish(rng.choice(list(engine.inside)))
             if rng.random() < 0.02 and tasks:
                 rng.choice(tasks).cancel()
-        while any(not t.done() for t in tasks):
-            for rid in list(engine.inside):
-                await engine.finish(rid)
-            await settle()
-        assert engine.most_adapters == 3
+        await engine.finish_all()
+        assert all(t.done() for t in tasks) and engine.most_adapters == 3
         assert slots.tenants() == {} and fair.in_engine() == 0 and not slots._held
 
     run(scenario())
