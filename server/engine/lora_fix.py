@@ -50,9 +50,7 @@ def needs_fix() -> bool:
 
 def uses_torch_ops() -> bool:
     """True when this platform runs LoRA through vLLM's PyTorch-native punica wrapper."""
-    from vllm.platforms import current_platform
-
-    return current_platform.get_punica_wrapper().endswith("PunicaWrapperCPU")
+    return lora_ops.platform_wrapper().endswith("PunicaWrapperCPU")
 
 
 def with_zero_slot(from_layer):

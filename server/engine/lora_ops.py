@@ -40,6 +40,7 @@ EXPECTED = {
     "add_lora_logits": ("y", "x", "lora_a_stacked", "lora_b_stacked", "scale", "buffer", "kwargs"),
 }
 _applied = False
+_vllm_wrapper: str | None = None  # the platform's own choice, kept when ours replaces it
 
 
 class UnknownLoraOps(LoramuxError):
@@ -62,6 +63,9 @@ def signature_mismatches() -> list[str]:
 
 
 def platform_wrapper() -> str:
+    """The punica wrapper the platform itself chose, also once the grouped one is swapped in."""
+    if _vllm_wrapper is not None:
+        return _vllm_wrapper
     from vllm.platforms import current_platform
 
     return current_platform.get_punica_wrapper()
@@ -69,7 +73,7 @@ def platform_wrapper() -> str:
 
 def grouped() -> bool:
     """Swap in the grouped wrapper if this platform runs vLLM's torch ops with known signatures."""
-    global _applied
+    global _applied, _vllm_wrapper
     if _applied:
         return True
     wrapper = platform_wrapper()
@@ -82,6 +86,7 @@ def grouped() -> bool:
     from vllm.platforms import current_platform
 
     platform = type(current_platform)
+    _vllm_wrapper = wrapper
     platform.get_punica_wrapper = classmethod(lambda cls: WRAPPER)
     platform.check_and_update_config = classmethod(compiling(platform.check_and_update_config.__func__))
     _applied = True

@@ -165,6 +165,8 @@ def test_switch(monkeypatch):
 
 
 def test_zero_slot_only_without_grouped_ops(monkeypatch):
+    monkeypatch.setattr(lora_ops, "_applied", False)  # as in a fresh process, whatever ran here before
+    monkeypatch.setattr(lora_fix, "_applied", False)
     monkeypatch.setenv(lora_ops.ENV_FLAG, "grouped")
     assert lora_ops.will_group()
     assert lora_fix.apply() is False  # grouped ops skip -1 rows: no slot added
