@@ -101,6 +101,7 @@ def serve(
     max_model_len: Annotated[int | None, _flag("max_model_len")] = None,
     host: Annotated[str | None, _flag("host")] = None,
     port: Annotated[int | None, _flag("port")] = None,
+    keep_alive_s: Annotated[float | None, _flag("keep_alive_s")] = None,
     keys: Annotated[Path | None, _flag("keys")] = None,
     admin_key: Annotated[str | None, _flag("admin_key")] = None,
     admin_path: Annotated[list[Path] | None, _flag("admin_paths")] = None,
@@ -110,6 +111,7 @@ def serve(
     """Serve the base and adapters through vLLM behind the OpenAI API."""
     given = dict(base=base, served_name=served_name, max_loras=max_loras, max_lora_rank=max_lora_rank,
                  max_cpu_loras=max_cpu_loras, dtype=dtype, max_model_len=max_model_len, host=host, port=port,
+                 keep_alive_s=keep_alive_s,
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
                  admin_paths=admin_path or None, keys=keys, metrics_top_k=metrics_top_k, pins=pin or None,
                  idle_s=idle_s, cache_gib=cache_gib, max_num_seqs=max_num_seqs, fair_share=fair_share)
@@ -151,7 +153,8 @@ def run_server(settings: ServerSettings) -> None:
         return engine
 
     uvicorn.run(create_app(settings, start_engine), host=settings.host, port=settings.port,
-                log_level=settings.log_level, access_log=False)
+                log_level=settings.log_level, access_log=False,
+                timeout_keep_alive=settings.keep_alive_s)
 
 
 def main() -> None:

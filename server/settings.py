@@ -51,6 +51,8 @@ class ServerSettings(BaseSettings):
     """Interface to listen on."""
     port: int = Field(8000, ge=0, le=65535)
     """Port to listen on."""
+    keep_alive_s: float = Field(75.0, gt=0)
+    """Seconds an idle client connection stays open: longer than client pools (5 s) and load balancers' idle timeouts (60 s), so the server never closes a connection just as a client reuses it."""
     keys: Path | None = None
     """Tenant keys file (`loramux keys create`); re-read when it changes. Without it the server is open."""
     admin_key: str | None = None

@@ -1,10 +1,13 @@
 """A client that goes away frees its place in the engine at once, streamed or not: the running
 count drops to zero long before the request could have finished, and vLLM generated only a
-fraction of the tokens it was asked for (it counts aborted requests nowhere else)."""
+fraction of the tokens it was asked for (it counts aborted requests nowhere else). And the
+server never leaves first: an idle keep-alive connection outlives the clients' own pool expiry."""
 
 from __future__ import annotations
 
+import socket
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -49,3 +52,19 @@ def test_a_whole_response_whose_client_leaves_is_aborted(server):
         httpx.post(f"{server.url}/v1/completions", json=body, timeout=httpx.Timeout(60, read=0.5))
     _settles(server, before)
     assert httpx.get(f"{server.url}/health", timeout=10).status_code == 200
+
+
+def test_an_idle_connection_outlives_the_clients_pool_expiry(server):
+    """httpx and `openai` reuse a pooled connection for 5 s: had the server closed it first (uvicorn's
+    default is also 5 s), a request sent just then would fail with a read error, and a POST is not retried."""
+    host, port = urlsplit(server.url).hostname, urlsplit(server.url).port
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        time.sleep(7)
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # b"" here would mean the server had closed it
+            sock.recv(1, socket.MSG_PEEK)
+        sock.setblocking(True)
+        sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200")
