@@ -12,7 +12,10 @@ punica wrapper's `update_metadata`) and every LoRA call reuses the grouping:
   only those adapters' weights gathered — the op count per call stays constant.
 
 Rows with index -1 belong to no group, so base requests in a mixed batch get no delta by
-construction. Pure torch, no vLLM import: `grouped_punica.py` wires it into vLLM.
+construction. vLLM zero-pads every adapter to the slots' rank cap (`--max-lora-rank`); the
+linear ops multiply only up to each slot's real rank (`ranks`), and skip a slot whose adapter
+does not target the module at all. Pure torch, no vLLM import: `grouped_punica.py` wires it
+into vLLM.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ class Padded:
     `valid` picks the real rows of the flattened block (None: no padding), `rows` their targets."""
 
     slots: torch.Tensor  # (G,)
+    slot_list: tuple[int, ...]
     gather: torch.Tensor  # (G * M,)
     valid: torch.Tensor | None  # (n,) positions in the flattened (G * M) block
     rows: torch.Tensor  # (n,) the output row of each valid position
@@ -90,7 +94,31 @@ def _padded(members: dict[int, list[int]], device) -> Padded | None:
     def t(xs):
         return torch.tensor(xs, dtype=torch.long, device=device)
 
-    return Padded(t(slots), t(gather), None if len(valid) == len(gather) else t(valid), t(rows), width)
+    return Padded(t(slots), tuple(slots), t(gather), None if len(valid) == len(gather) else t(valid), t(rows),
+                  width)
+
+
+def ranks(stacked: torch.Tensor) -> list[int] | None:
+    """Each slot's real rank in vLLM's zero-padded A, (slots, 1, cap, in) or (slots, cap, in): rows
+    past it are zero. Kept on the tensor and counted again only when its version changes (an
+    adapter loaded into a slot); None for an inference tensor, which has no version to check."""
+    try:
+        version = stacked._version
+    except RuntimeError:
+        return None
+    cached = getattr(stacked, "_loramux_ranks", None)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    rows = (stacked != 0).any(-1).reshape(stacked.shape[0], -1)  # (slots, cap): which rows are used
+    counted = (rows * torch.arange(1, rows.shape[1] + 1, device=rows.device)).amax(-1).tolist()
+    stacked._loramux_ranks = (version, counted)
+    return counted
+
+
+def _rank(a: torch.Tensor, slots) -> int:
+    """The rank a product over `slots` needs: the largest real rank among them."""
+    known = ranks(a)
+    return a.shape[-2] if known is None else max(known[s] for s in slots)
 
 
 def _matrix(stacked: torch.Tensor, slot: int) -> torch.Tensor:
@@ -141,11 +169,12 @@ def lora_linear(g: RowGroups, y: torch.Tensor, x: torch.Tensor, lora_a: Sequence
         delta = None if ys is not None else torch.zeros(xs.shape[0], y.shape[1], dtype=y.dtype, device=y.device)
         out, start = (ys if ys is not None else delta), offset
         for a, b, size in zip(lora_a, lora_b, slices):
-            h = xs @ _matrix(a, grp.slot).to(x.dtype).T
-            if scale != 1.0:
-                h = h * scale
-            bm = _matrix(b, grp.slot).to(y.dtype)
-            out[:, start:start + size].addmm_(h.to(y.dtype), bm[:size].T)
+            if rank := _rank(a, (grp.slot,)):
+                h = xs @ _matrix(a, grp.slot)[:rank].to(x.dtype).T
+                if scale != 1.0:
+                    h = h * scale
+                bm = _matrix(b, grp.slot).to(y.dtype)
+                out[:, start:start + size].addmm_(h.to(y.dtype), bm[:size, :rank].T)
             start += size
         if delta is not None:
             y.index_add_(0, grp.rows, delta)
@@ -155,10 +184,15 @@ def _lora_linear_padded(p: Padded, y, x, lora_a, lora_b, scale, slices, offset) 
     xs = x.index_select(0, p.gather).view(len(p.slots), p.width, x.shape[1])
     start = offset
     for a, b, size in zip(lora_a, lora_b, slices):
-        h = torch.bmm(xs, _matrices(a, p.slots).to(x.dtype).transpose(1, 2))
+        if not (rank := _rank(a, p.slot_list)):
+            start += size
+            continue
+        wa = _matrices(a[..., :rank, :], p.slots)  # (G, rank, in): only the rows in use are copied
+        h = torch.bmm(xs, wa.to(x.dtype).transpose(1, 2))
         if scale != 1.0:
             h = h * scale
-        out = torch.bmm(h.to(y.dtype), _matrices(b, p.slots)[:, :size].to(y.dtype).transpose(1, 2))
+        wb = _matrices(b[..., :size, :rank], p.slots)  # (G, size, rank)
+        out = torch.bmm(h.to(y.dtype), wb.to(y.dtype).transpose(1, 2))
         out = out.view(-1, size)
         if p.valid is not None:
             out = out.index_select(0, p.valid)

@@ -31,7 +31,18 @@ def _lora_linear_fake(y, x, lora_a, lora_b, scale, slices, wrapper) -> None:
     return None
 
 
+def _lora_embedding(y: torch.Tensor, x: torch.Tensor, lora_b: torch.Tensor, add: bool, wrapper: int) -> None:
+    ops.expand(_GROUPS[wrapper], y, x, lora_b, 0, None, add)
+
+
+def _lora_embedding_fake(y, x, lora_b, add, wrapper) -> None:
+    return None
+
+
+# Both run inside the compiled model (linear layers, the input embedding); the logits are not compiled.
 direct_register_custom_op("lora_linear", _lora_linear, mutates_args=["y"], fake_impl=_lora_linear_fake,
+                          target_lib=_lib)
+direct_register_custom_op("lora_embedding", _lora_embedding, mutates_args=["y"], fake_impl=_lora_embedding_fake,
                           target_lib=_lib)
 
 
@@ -65,7 +76,7 @@ class GroupedPunicaWrapper(PunicaWrapperCPU):
 
     def add_lora_embedding(self, y: torch.Tensor, x: torch.Tensor, lora_b_stacked: torch.Tensor,
                            add_inputs: bool = True, **kwargs: Any) -> None:
-        ops.expand(self._tokens, y, x, lora_b_stacked, 0, None, add_inputs)
+        torch.ops.loramux.lora_embedding(y, x, lora_b_stacked, bool(add_inputs), self._number)
 
     def add_lora_linear(self, y: torch.Tensor, x: torch.Tensor, lora_a_stacked, lora_b_stacked,
                         scale: float, output_slices, *, buffer=None, **kwargs: Any) -> None:

@@ -21,12 +21,13 @@ SLICES = {"single": (48,), "qkv": (64, 32, 32), "gate_up": (80, 80)}
 
 
 def stacked(slots: int, cap: int, slices, width: int, gen: torch.Generator):
-    """vLLM's layout: A (slots, 1, cap, in), B (slots, 1, out, cap); each slot's real rank < cap."""
+    """vLLM's layout: A (slots, 1, cap, in), B (slots, 1, out, cap); each slot's real rank <= cap,
+    0 where its adapter does not target the module (vLLM leaves that slot's slice zero)."""
     a, b = [], []
     for size in slices:
         wa, wb = torch.zeros(slots, 1, cap, width), torch.zeros(slots, 1, size, cap)
         for s in range(slots):
-            rank = int(torch.randint(1, cap + 1, (1,), generator=gen))
+            rank = int(torch.randint(0, cap + 1, (1,), generator=gen))
             wa[s, 0, :rank] = torch.randn(rank, width, generator=gen)
             wb[s, 0, :, :rank] = torch.randn(size, rank, generator=gen)
         a.append(wa)
@@ -77,6 +78,30 @@ def test_lora_linear_matches_reference(slices, kind, seed):
     expected = reference(y, x, a, b, scale, slices, idx)
     ops.lora_linear(ops.RowGroups.build(idx), y, x, a, b, scale, slices)
     torch.testing.assert_close(y, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_new_adapter_in_a_slot_is_seen_at_its_own_rank():
+    """The real ranks are kept on the weights; loading another adapter into a slot (in place, as
+    vLLM does) counts them again, and weights made in inference mode are used at the full cap."""
+    gen = torch.Generator().manual_seed(5)
+    slices = SLICES["gate_up"]
+    a, b = stacked(3, 8, slices, 24, gen)
+    for wa in a:
+        wa[1, 0, 2:] = 0  # slot 1 starts at rank 2 at most
+    idx = torch.tensor([0, 1, 2, -1, 1])
+    groups, x = ops.RowGroups.build(idx), torch.randn(len(idx), 24, generator=gen)
+    for _ in range(2):
+        y = torch.zeros(len(idx), sum(slices))
+        ops.lora_linear(groups, y, x, a, b, 1.0, slices)
+        torch.testing.assert_close(y, reference(torch.zeros_like(y), x, a, b, 1.0, slices, idx), rtol=1e-4, atol=1e-4)
+        for wa, wb in zip(a, b):  # slot 1 now holds a full-rank adapter
+            wa[1, 0].copy_(torch.randn(wa.shape[2:], generator=gen))
+            wb[1, 0].copy_(torch.randn(wb.shape[2:], generator=gen))
+    with torch.inference_mode():
+        a, b = stacked(3, 8, slices, 24, gen)
+        y = torch.zeros(len(idx), sum(slices))
+        ops.lora_linear(groups, y, x, a, b, 1.0, slices)
+    torch.testing.assert_close(y, reference(torch.zeros_like(y), x, a, b, 1.0, slices, idx), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("loop_max", [0, 2, 100])
