@@ -44,6 +44,7 @@ class Padded:
 
     slots: torch.Tensor  # (G,)
     slot_list: tuple[int, ...]
+    consecutive: bool  # slots form a range: the weights are a view, nothing is gathered
     gather: torch.Tensor  # (G * M,)
     valid: torch.Tensor | None  # (n,) positions in the flattened (G * M) block
     rows: torch.Tensor  # (n,) the output row of each valid position
@@ -94,8 +95,9 @@ def _padded(members: dict[int, list[int]], device) -> Padded | None:
     def t(xs):
         return torch.tensor(xs, dtype=torch.long, device=device)
 
-    return Padded(t(slots), tuple(slots), t(gather), None if len(valid) == len(gather) else t(valid), t(rows),
-                  width)
+    consecutive = slots == list(range(slots[0], slots[0] + len(slots)))
+    return Padded(t(slots), tuple(slots), consecutive, t(gather), None if len(valid) == len(gather) else t(valid),
+                  t(rows), width)
 
 
 def ranks(stacked: torch.Tensor) -> list[int] | None:
@@ -127,9 +129,10 @@ def _matrix(stacked: torch.Tensor, slot: int) -> torch.Tensor:
     return w[0] if w.dim() == 3 else w
 
 
-def _matrices(stacked: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    w = stacked.index_select(0, slots)
-    return w.flatten(1, 2) if w.dim() == 4 else w
+def _matrices(stacked: torch.Tensor, p: Padded) -> torch.Tensor:
+    """The groups' (out, in) matrices: a view when their slots are consecutive, else a copy."""
+    w = stacked[p.slot_list[0]:p.slot_list[-1] + 1] if p.consecutive else stacked.index_select(0, p.slots)
+    return w[:, 0] if w.dim() == 4 else w
 
 
 def _take(x: torch.Tensor, rows: slice | torch.Tensor) -> torch.Tensor:
@@ -187,11 +190,11 @@ def _lora_linear_padded(p: Padded, y, x, lora_a, lora_b, scale, slices, offset) 
         if not (rank := _rank(a, p.slot_list)):
             start += size
             continue
-        wa = _matrices(a[..., :rank, :], p.slots)  # (G, rank, in): only the rows in use are copied
+        wa = _matrices(a[..., :rank, :], p)  # (G, rank, in)
         h = torch.bmm(xs, wa.to(x.dtype).transpose(1, 2))
         if scale != 1.0:
             h = h * scale
-        wb = _matrices(b[..., :size, :rank], p.slots)  # (G, size, rank)
+        wb = _matrices(b[..., :size, :rank], p)  # (G, size, rank)
         out = torch.bmm(h.to(y.dtype), wb.to(y.dtype).transpose(1, 2))
         out = out.view(-1, size)
         if p.valid is not None:
