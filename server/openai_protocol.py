@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 class _Lenient(BaseModel):
@@ -23,8 +23,7 @@ class StreamOptions(_Lenient):
 
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
 # 400 naming the field rather than silently ignored. Value: the "off" value that is accepted.
-UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False),
-               "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
+UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
                "tools": (None, []), "functions": (None, []),
                "response_format": (None, {"type": "text"})}
 
@@ -53,6 +52,10 @@ class SamplingFields(_Lenient):
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     user: str | None = None
 
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        """(per completion token, per prompt token): how many alternatives the engine returns; None: none."""
+        return None, None
+
     def unsupported(self) -> list[str]:
         """Fields set to a value loramux would otherwise silently ignore."""
         extra = self.model_extra or {}
@@ -67,8 +70,18 @@ class SamplingFields(_Lenient):
         return stops
 
 
+MAX_LOGPROBS = 20  # vLLM's default `max_logprobs`, and OpenAI's bound on chat's top_logprobs
+
+
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    """Per token: its log-probability and this many most likely alternatives."""
+    echo: bool = False
+    """Return the prompt before the completion, with the prompt tokens' log-probabilities when `logprobs` is set."""
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return self.logprobs, self.logprobs if self.echo and self.logprobs is not None else None
 
     @field_validator("prompt")
     @classmethod
@@ -95,6 +108,20 @@ class ChatMessage(_Lenient):
 
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    logprobs: bool = False
+    """Return each output token's log-probability."""
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    """With `logprobs`: this many most likely alternatives per token."""
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return v
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return (self.top_logprobs or 0) if self.logprobs else None, None
 
 
 class Usage(BaseModel):
