@@ -104,12 +104,19 @@ class GenerationService:
                     f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds the "
                     f"context of {limit} tokens. Ask for at most {room}.",
                     param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+            if req.min_tokens > max_tokens:
+                raise InvalidRequest(f"min_tokens={req.min_tokens} exceeds max_tokens={max_tokens}; "
+                                     "ask for at most as many as max_tokens", param="min_tokens")
             logprobs, prompt_logprobs = req.logprob_counts()
             sampling = SamplingOptions(max_tokens=max_tokens, temperature=req.temperature,
                                        top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n,
                                        presence_penalty=req.presence_penalty,
                                        frequency_penalty=req.frequency_penalty,
-                                       logprobs=logprobs, prompt_logprobs=prompt_logprobs)
+                                       logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                                       logit_bias=tuple((req.logit_bias or {}).items()),
+                                       stop_token_ids=tuple(req.stop_token_ids or ()), min_tokens=req.min_tokens,
+                                       repetition_penalty=req.repetition_penalty, top_k=req.top_k, min_p=req.min_p,
+                                       ignore_eos=req.ignore_eos)
             out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, ctx.adapter, req.stream))
         return out
 
@@ -118,8 +125,8 @@ class GenerationService:
         adapter handle `ctx` resolved, whatever the catalog serves by then."""
         ep = ENDPOINTS[type(req)]
         if bad := req.unsupported():
-            raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
-                                 param=bad[0])
+            raise InvalidRequest(f"not supported by loramux: {', '.join(bad)}; leave it unset "
+                                 "(/openapi.json lists the fields loramux takes)", param=bad[0])
         requests = self._requests(req, ep, ctx)
         if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
             ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))

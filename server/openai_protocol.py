@@ -22,10 +22,12 @@ class StreamOptions(_Lenient):
 
 
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
-# 400 naming the field rather than silently ignored. Value: the "off" value that is accepted.
-UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
-               "tools": (None, []), "functions": (None, []),
+# 400 naming the field rather than silently ignored. Value: the "off" values that are accepted.
+UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "tools": (None, []), "functions": (None, []),
+               "tool_choice": (None, "none"), "function_call": (None, "none"),
                "response_format": (None, {"type": "text"})}
+# Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
+IGNORED = {"store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
 
 
 class AdapterPart(BaseModel):
@@ -50,16 +52,32 @@ class SamplingFields(_Lenient):
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    """Added to a token's logit before sampling, by token id (-100 bans it, 100 all but forces it)."""
     user: str | None = None
+    """The end user: logged, and the key that keeps a user on one side of a canary split."""
+    # vLLM's extra sampling parameters
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    """Stop after any of these tokens."""
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    """Generate at least this many tokens before a stop or end-of-sequence may end the answer."""
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Above 1 discourages tokens already in the prompt or the answer (1: off)."""
+    top_k: Annotated[int, Field(ge=-1)] = 0
+    """Sample from the k most likely tokens only (0 or -1: all)."""
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Drop tokens less likely than this fraction of the most likely one."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence, up to max_tokens (benchmarks)."""
 
     def logprob_counts(self) -> tuple[int | None, int | None]:
         """(per completion token, per prompt token): how many alternatives the engine returns; None: none."""
         return None, None
 
     def unsupported(self) -> list[str]:
-        """Fields set to a value loramux would otherwise silently ignore."""
+        """Fields loramux would otherwise silently ignore: unknown ones, and known ones it does not implement."""
         extra = self.model_extra or {}
-        return sorted(k for k, off in UNSUPPORTED.items() if k in extra and extra[k] not in off)
+        return sorted(k for k, v in extra.items() if k not in IGNORED and v not in UNSUPPORTED.get(k, ()))
 
     @field_validator("stop")
     @classmethod

@@ -52,6 +52,13 @@ class SamplingOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # per completion token: its logprob and this many top ones; None: none
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
+    stop_token_ids: tuple[int, ...] = ()
+    min_tokens: int = 0
+    repetition_penalty: float = 1.0
+    top_k: int = 0  # 0: all tokens
+    min_p: float = 0.0
+    ignore_eos: bool = False
     prompt_logprobs: int | None = None  # the same per prompt token (completions' `echo`)
 
 

@@ -137,6 +137,9 @@ class VLLMEngine:
                 n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
                 frequency_penalty=s.frequency_penalty, logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs,
+                logit_bias=dict(s.logit_bias) or None, stop_token_ids=list(s.stop_token_ids) or None,
+                min_tokens=s.min_tokens, repetition_penalty=s.repetition_penalty, top_k=s.top_k or -1,
+                min_p=s.min_p, ignore_eos=s.ignore_eos,
                 output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
             prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
             stream = self._llm.generate(prompt, params, request.request_id,
