@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from loramux.adapters.errors import InvalidRequest
 
 from .context import RequestContext
-from .engine.protocol import Engine, GenerateChunk, GenerateRequest, SamplingOptions, TokenLogprob
+from .engine.protocol import Engine, GenerateChunk, GenerateRequest, JsonOutput, SamplingOptions, TokenLogprob
 from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
@@ -64,6 +65,13 @@ ENDPOINTS: dict[type[SamplingFields], Endpoint] = {
     CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts, _completion_echo),
     ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts, _no_echo),
 }
+
+
+def _json_output(req: SamplingFields) -> JsonOutput | None:
+    f = req.response_format
+    if f is None or f.type == "text":
+        return None
+    return JsonOutput(None if f.json_schema is None else json.dumps(f.json_schema.schema_, sort_keys=True))
 
 
 def _echoed(echo: list[str] | None, k: int, prompt_lps: list[TokenLogprob] | None, text: str,
@@ -116,7 +124,7 @@ class GenerationService:
                                        logit_bias=tuple((req.logit_bias or {}).items()),
                                        stop_token_ids=tuple(req.stop_token_ids or ()), min_tokens=req.min_tokens,
                                        repetition_penalty=req.repetition_penalty, top_k=req.top_k, min_p=req.min_p,
-                                       ignore_eos=req.ignore_eos)
+                                       ignore_eos=req.ignore_eos, json=_json_output(req))
             out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, ctx.adapter, req.stream))
         return out
 

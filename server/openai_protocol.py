@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Lenient(BaseModel):
@@ -24,10 +24,40 @@ class StreamOptions(_Lenient):
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
 # 400 naming the field rather than silently ignored. Value: the "off" values that are accepted.
 UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "tools": (None, []), "functions": (None, []),
-               "tool_choice": (None, "none"), "function_call": (None, "none"),
-               "response_format": (None, {"type": "text"})}
+               "tool_choice": (None, "none"), "function_call": (None, "none")}
 # Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
 IGNORED = {"store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the output always follows the schema, strict or not
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import Draft202012Validator, SchemaError
+
+        try:
+            Draft202012Validator.check_schema(v)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return v
+
+
+class ResponseFormat(BaseModel):
+    """`text`, any JSON object (`json_object`), or JSON following `json_schema.schema`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only then")
+        return self
 
 
 class AdapterPart(BaseModel):
@@ -54,6 +84,8 @@ class SamplingFields(_Lenient):
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
     """Added to a token's logit before sampling, by token id (-100 bans it, 100 all but forces it)."""
+    response_format: ResponseFormat | None = None
+    """Constrain the answer to JSON: any object, or one following a JSON Schema (no free whitespace)."""
     user: str | None = None
     """The end user: logged, and the key that keeps a user on one side of a canary split."""
     # vLLM's extra sampling parameters

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -19,6 +20,19 @@ from loramux.adapters.peft_format import CONFIG_FILE
 from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, TokenLogprob
 
 _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+
+def _instance(schema: dict, word: str):
+    """A small value following `schema` (enough of JSON Schema for the tests above the seam)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(props[k], word) for k in schema.get("required", list(props))} or {"word": word}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}), word)] * schema.get("minItems", 1)
+    return {"string": word, "integer": 1, "number": 1.5, "boolean": True, "null": None}[kind]
 
 
 class FakeEngine:
@@ -76,6 +90,10 @@ class FakeEngine:
             self._activate(request.adapter.id)
         s = request.sampling
         texts = [[f" {self._word(request, c, i)}" for i in range(s.max_tokens)] for c in range(s.n)]
+        if s.json is not None:  # one token: a small JSON value that follows the schema
+            schema = json.loads(s.json.schema or '{"type": "object"}')
+            texts = [[json.dumps(_instance(schema, self._word(request, c, 0)), separators=(",", ":"))]
+                     for c in range(s.n)]
         cut = [len(t) for t in texts]
         for c, words in enumerate(texts):  # honour stop strings like vLLM: cut before the stop
             for i, w in enumerate(words):

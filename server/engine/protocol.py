@@ -40,6 +40,15 @@ class TokenLogprob:
 
 
 @dataclass(frozen=True)
+class JsonOutput:
+    """The answer is one JSON value without free whitespace: any object (schema None), or one
+    following `schema` (JSON Schema as JSON text). Without free whitespace a weakly tuned model
+    cannot pad the answer with spaces until max_tokens."""
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """The OpenAI sampling knobs loramux passes through."""
 
@@ -59,6 +68,7 @@ class SamplingOptions:
     top_k: int = 0  # 0: all tokens
     min_p: float = 0.0
     ignore_eos: bool = False
+    json: JsonOutput | None = None  # constrain the answer to JSON
     prompt_logprobs: int | None = None  # the same per prompt token (completions' `echo`)
 
 

@@ -7,6 +7,7 @@ differences handled here are environment defaults the CPU build needs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +17,8 @@ from pathlib import Path
 from loramux.adapters.errors import InvalidRequest
 
 from . import lora_fix, lora_ops
-from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, TokenLogprob
+from .protocol import (AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, JsonOutput,
+                       TokenLogprob)
 from .residency_ext import LoraResidency
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class VLLMEngine:
         configure_environment(cfg)
         lora_ops.plugin()  # this process; vLLM's engine-core process runs both as plugins
         lora_fix.plugin()
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -83,6 +86,8 @@ class VLLMEngine:
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
             max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
             enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
+            # JSON answers without free whitespace (vLLM reads this per engine, not per request)
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
         return cls(AsyncLLM.from_engine_args(args), cfg)
 
@@ -92,6 +97,16 @@ class VLLMEngine:
 
     def decode(self, token_ids: list[int]) -> str:
         return self._tokenizer.decode(token_ids)
+
+    @staticmethod
+    def _structured(output: JsonOutput | None):
+        if output is None:
+            return None
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if output.schema is None:
+            return StructuredOutputsParams(json_object=True)
+        return StructuredOutputsParams(json=json.loads(output.schema))
 
     def _token_logprobs(self, token_ids, entries, k: int) -> list[TokenLogprob]:
         """vLLM's per-position {token id: Logprob} (the chosen token and the k most likely) as ours."""
@@ -139,7 +154,7 @@ class VLLMEngine:
                 frequency_penalty=s.frequency_penalty, logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs,
                 logit_bias=dict(s.logit_bias) or None, stop_token_ids=list(s.stop_token_ids) or None,
                 min_tokens=s.min_tokens, repetition_penalty=s.repetition_penalty, top_k=s.top_k or -1,
-                min_p=s.min_p, ignore_eos=s.ignore_eos,
+                min_p=s.min_p, ignore_eos=s.ignore_eos, structured_outputs=self._structured(s.json),
                 output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
             prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
             stream = self._llm.generate(prompt, params, request.request_id,
