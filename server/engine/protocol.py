@@ -61,6 +61,7 @@ class SamplingOptions:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     logprobs: int | None = None  # per completion token: its logprob and this many top ones; None: none
+    prompt_logprobs: int | None = None  # the same per prompt token (completions' `echo`)
     logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
     stop_token_ids: tuple[int, ...] = ()
     min_tokens: int = 0
@@ -69,7 +70,6 @@ class SamplingOptions:
     min_p: float = 0.0
     ignore_eos: bool = False
     json: JsonOutput | None = None  # constrain the answer to JSON
-    prompt_logprobs: int | None = None  # the same per prompt token (completions' `echo`)
 
 
 @dataclass(frozen=True)
