@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from loramux.adapters.errors import InvalidRequest
 
 from .context import RequestContext
-from .engine.protocol import Engine, GenerateChunk, GenerateRequest, SamplingOptions
+from .engine.protocol import Engine, GenerateChunk, GenerateRequest, JsonOutput, SamplingOptions, TokenLogprob
 from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
@@ -36,6 +37,19 @@ def _chat_prompts(engine: Engine, req: ChatCompletionRequest) -> list[list[int]]
     return [engine.render_chat([{"role": m.role, "content": m.text()} for m in req.messages])]
 
 
+def _completion_echo(engine: Engine, req: CompletionRequest) -> list[str] | None:
+    """What `echo` puts before each prompt's completions: the prompt as sent, token ids decoded."""
+    if not req.echo:
+        return None
+    p = req.prompt
+    items = [p] if isinstance(p, str) or all(isinstance(x, int) for x in p) else p
+    return [x if isinstance(x, str) else engine.decode(list(x)) for x in items]
+
+
+def _no_echo(engine: Engine, req: SamplingFields) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What one OpenAI endpoint does differently: its prompts, its defaults, its shape."""
@@ -44,12 +58,28 @@ class Endpoint:
     prompt_param: str
     default_max_tokens: int | None  # OpenAI's: 16 for completions, up to the context for chat
     prompts: Callable[[Engine, SamplingFields], list[list[int]]]
+    echo: Callable[[Engine, SamplingFields], list[str] | None]  # per prompt: text put before its completions
 
 
 ENDPOINTS: dict[type[SamplingFields], Endpoint] = {
-    CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts),
-    ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts),
+    CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts, _completion_echo),
+    ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts, _no_echo),
 }
+
+
+def _json_output(req: SamplingFields) -> JsonOutput | None:
+    f = req.response_format
+    if f is None or f.type == "text":
+        return None
+    return JsonOutput(None if f.json_schema is None else json.dumps(f.json_schema.schema_, sort_keys=True))
+
+
+def _echoed(echo: list[str] | None, k: int, prompt_lps: list[TokenLogprob] | None, text: str,
+            lps: list[TokenLogprob] | None) -> tuple[str, list[TokenLogprob] | None]:
+    """A choice's text and logprobs with prompt `k` before them when `echo` asked for it."""
+    if echo is None:
+        return text, lps
+    return echo[k] + text, None if lps is None else [*(prompt_lps or []), *lps]
 
 
 def fair_share_tenant(ctx: RequestContext) -> str:
@@ -82,10 +112,19 @@ class GenerationService:
                     f"max_tokens={max_tokens} plus the prompt's {len(ids)} tokens exceeds the "
                     f"context of {limit} tokens. Ask for at most {room}.",
                     param="max_completion_tokens" if req.max_completion_tokens else "max_tokens")
+            if req.min_tokens > max_tokens:
+                raise InvalidRequest(f"min_tokens={req.min_tokens} exceeds max_tokens={max_tokens}; "
+                                     "ask for at most as many as max_tokens", param="min_tokens")
+            logprobs, prompt_logprobs = req.logprob_counts()
             sampling = SamplingOptions(max_tokens=max_tokens, temperature=req.temperature,
                                        top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n,
                                        presence_penalty=req.presence_penalty,
-                                       frequency_penalty=req.frequency_penalty)
+                                       frequency_penalty=req.frequency_penalty,
+                                       logprobs=logprobs, prompt_logprobs=prompt_logprobs,
+                                       logit_bias=tuple((req.logit_bias or {}).items()),
+                                       stop_token_ids=tuple(req.stop_token_ids or ()), min_tokens=req.min_tokens,
+                                       repetition_penalty=req.repetition_penalty, top_k=req.top_k, min_p=req.min_p,
+                                       ignore_eos=req.ignore_eos, json=_json_output(req))
             out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, ctx.adapter, req.stream))
         return out
 
@@ -94,15 +133,16 @@ class GenerationService:
         adapter handle `ctx` resolved, whatever the catalog serves by then."""
         ep = ENDPOINTS[type(req)]
         if bad := req.unsupported():
-            raise InvalidRequest(f"not supported by loramux yet: {', '.join(bad)}; leave it unset",
-                                 param=bad[0])
+            raise InvalidRequest(f"not supported by loramux: {', '.join(bad)}; leave it unset "
+                                 "(/openapi.json lists the fields loramux takes)", param=bad[0])
         requests = self._requests(req, ep, ctx)
         if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
             ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
+        echo = ep.echo(self.engine, req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._stream(req.n, Chunks(ep.shape, req.model, include_usage), requests, ctx)
-        return await self._complete(req.n, ep.shape, req.model, requests, ctx)
+            return self._stream(req.n, Chunks(ep.shape, req.model, include_usage), requests, ctx, echo)
+        return await self._complete(req.n, ep.shape, req.model, requests, ctx, echo)
 
     # -- running them ---------------------------------------------------------------------
     async def _generate(self, request: GenerateRequest, ctx: RequestContext) -> AsyncIterator[GenerateChunk]:
@@ -130,30 +170,35 @@ class GenerationService:
             yield
 
     async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
-                        ctx: RequestContext) -> dict:
+                        ctx: RequestContext, echo: list[str] | None) -> dict:
         results = await asyncio.gather(*(self._collect(r, ctx) for r in requests))
         choices, prompt_tokens, completion_tokens = [], 0, 0
-        for k, (final, ptoks) in enumerate(results):
+        for k, (final, ptoks, prompt_lps) in enumerate(results):
             prompt_tokens += ptoks
             for c in sorted(final.values(), key=lambda c: c.index):
                 completion_tokens += c.new_tokens
-                choices.append(shape.choice(k * n + c.index, c.text, c.finish_reason))
+                text, lps = _echoed(echo, k, prompt_lps, c.text, c.logprobs)
+                choices.append(shape.choice(k * n + c.index, text, c.finish_reason,
+                                            None if lps is None else shape.logprobs(lps, 0)))
         ctx.finished(prompt_tokens, completion_tokens)
         return response(shape, model, choices, prompt_tokens, completion_tokens)
 
     async def _collect(self, request: GenerateRequest, ctx: RequestContext):
-        final, ptoks = {}, len(request.prompt_token_ids)
+        final, ptoks, prompt_lps = {}, len(request.prompt_token_ids), None
         async for chunk in self._generate(request, ctx):
             ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             ptoks = chunk.prompt_tokens
+            prompt_lps = chunk.prompt_logprobs or prompt_lps
             for c in chunk.choices:
                 if c.index in final:
                     final[c.index].text += c.text
                     final[c.index].new_tokens += c.new_tokens
                     final[c.index].finish_reason = c.finish_reason
+                    if c.logprobs is not None:
+                        final[c.index].logprobs = (final[c.index].logprobs or []) + c.logprobs
                 else:
                     final[c.index] = c
-        return final, ptoks
+        return final, ptoks, prompt_lps
 
     async def _merged(self, requests: list[GenerateRequest],
                       ctx: RequestContext) -> AsyncIterator[tuple[int, GenerateChunk]]:
@@ -188,15 +233,26 @@ class GenerationService:
                 t.cancel()
 
     async def _stream(self, n: int, out: Chunks, requests: list[GenerateRequest],
-                      ctx: RequestContext) -> AsyncIterator[str]:
+                      ctx: RequestContext, echo: list[str] | None) -> AsyncIterator[str]:
         prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
+        prompt_lps: dict[int, list[TokenLogprob] | None] = {}
+        echoed: set[int] = set()  # choices whose first delta carried the prompt
         completion_tokens = 0
         async for k, chunk in self._merged(requests, ctx):
             ctx.engine_timing(chunk.queue_s, chunk.first_token_s)
             prompt_tokens[k] = chunk.prompt_tokens
+            prompt_lps[k] = chunk.prompt_logprobs or prompt_lps.get(k)
             completion_tokens += sum(c.new_tokens for c in chunk.choices)
             ctx.first_token()
-            yield out.chunk([out.delta(k * n + c.index, c.text, c.finish_reason) for c in chunk.choices])
+            deltas = []
+            for c in chunk.choices:
+                index = k * n + c.index
+                text, lps = c.text, c.logprobs
+                if index not in echoed:
+                    echoed.add(index)
+                    text, lps = _echoed(echo, k, prompt_lps[k], text, lps)
+                deltas.append(out.delta(index, text, c.finish_reason, lps))
+            yield out.chunk(deltas)
         ptotal = sum(prompt_tokens.values())
         for line in out.end(ptotal, completion_tokens):
             yield line

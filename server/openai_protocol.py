@@ -10,7 +10,7 @@ import time
 import uuid
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 
 class _Lenient(BaseModel):
@@ -22,11 +22,42 @@ class StreamOptions(_Lenient):
 
 
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
-# 400 naming the field rather than silently ignored. Value: the "off" value that is accepted.
-UNSUPPORTED = {"logprobs": (None, False, 0), "top_logprobs": (None, 0), "echo": (None, False),
-               "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
-               "tools": (None, []), "functions": (None, []),
-               "response_format": (None, {"type": "text"})}
+# 400 naming the field rather than silently ignored. Value: the "off" values that are accepted.
+UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "tools": (None, []), "functions": (None, []),
+               "tool_choice": (None, "none"), "function_call": (None, "none")}
+# Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
+IGNORED = {"store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+
+
+class JsonSchemaFormat(BaseModel):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    strict: bool | None = None  # the output always follows the schema, strict or not
+
+    @field_validator("schema_")
+    @classmethod
+    def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from jsonschema import Draft202012Validator, SchemaError
+
+        try:
+            Draft202012Validator.check_schema(v)
+        except SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return v
+
+
+class ResponseFormat(BaseModel):
+    """`text`, any JSON object (`json_object`), or JSON following `json_schema.schema`."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if (self.type == "json_schema") != (self.json_schema is not None):
+            raise ValueError("json_schema is required with type json_schema, and only then")
+        return self
 
 
 class AdapterPart(BaseModel):
@@ -51,12 +82,34 @@ class SamplingFields(_Lenient):
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
+    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    """Added to a token's logit before sampling, by token id (-100 bans it, 100 all but forces it)."""
+    response_format: ResponseFormat | None = None
+    """Constrain the answer to JSON: any object, or one following a JSON Schema (no free whitespace)."""
     user: str | None = None
+    """The end user: logged, and the key that keeps a user on one side of a canary split."""
+    # vLLM's extra sampling parameters
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = None
+    """Stop after any of these tokens."""
+    min_tokens: Annotated[int, Field(ge=0)] = 0
+    """Generate at least this many tokens before a stop or end-of-sequence may end the answer."""
+    repetition_penalty: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    """Above 1 discourages tokens already in the prompt or the answer (1: off)."""
+    top_k: Annotated[int, Field(ge=-1)] = 0
+    """Sample from the k most likely tokens only (0 or -1: all)."""
+    min_p: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    """Drop tokens less likely than this fraction of the most likely one."""
+    ignore_eos: bool = False
+    """Keep generating past end-of-sequence, up to max_tokens (benchmarks)."""
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        """(per completion token, per prompt token): how many alternatives the engine returns; None: none."""
+        return None, None
 
     def unsupported(self) -> list[str]:
-        """Fields set to a value loramux would otherwise silently ignore."""
+        """Fields loramux would otherwise silently ignore: unknown ones, and known ones it does not implement."""
         extra = self.model_extra or {}
-        return sorted(k for k, off in UNSUPPORTED.items() if k in extra and extra[k] not in off)
+        return sorted(k for k, v in extra.items() if k not in IGNORED and v not in UNSUPPORTED.get(k, ()))
 
     @field_validator("stop")
     @classmethod
@@ -67,8 +120,18 @@ class SamplingFields(_Lenient):
         return stops
 
 
+MAX_LOGPROBS = 20  # vLLM's default `max_logprobs`, and OpenAI's bound on chat's top_logprobs
+
+
 class CompletionRequest(SamplingFields):
     prompt: str | list[str] | list[int] | list[list[int]]
+    logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    """Per token: its log-probability and this many most likely alternatives."""
+    echo: bool = False
+    """Return the prompt before the completion, with the prompt tokens' log-probabilities when `logprobs` is set."""
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return self.logprobs, self.logprobs if self.echo and self.logprobs is not None else None
 
     @field_validator("prompt")
     @classmethod
@@ -95,6 +158,20 @@ class ChatMessage(_Lenient):
 
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    logprobs: bool = False
+    """Return each output token's log-probability."""
+    top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
+    """With `logprobs`: this many most likely alternatives per token."""
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _top_needs_logprobs(cls, v: int | None, info: ValidationInfo) -> int | None:
+        if v and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return v
+
+    def logprob_counts(self) -> tuple[int | None, int | None]:
+        return (self.top_logprobs or 0) if self.logprobs else None, None
 
 
 class Usage(BaseModel):

@@ -9,9 +9,31 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .engine.protocol import TokenLogprob
 from .openai_protocol import Usage, new_id, now
 
 DONE = "data: [DONE]\n\n"
+
+
+def completion_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
+    """The legacy completions shape (what lm-evaluation-harness reads): parallel lists, and each
+    position's alternatives as {text: logprob}, the chosen token among them as vLLM returns it."""
+    offsets = []
+    for t in tokens:
+        offsets.append(offset)
+        offset += len(t.text)
+    return {"tokens": [t.text for t in tokens], "token_logprobs": [t.logprob for t in tokens],
+            "top_logprobs": [None if t.logprob is None else dict(t.top) | {t.text: t.logprob} for t in tokens],
+            "text_offset": offsets}
+
+
+def _chat_token(text: str, logprob: float) -> dict:
+    return {"token": text, "logprob": logprob, "bytes": list(text.encode())}
+
+
+def chat_logprobs(tokens: list[TokenLogprob], offset: int) -> dict:
+    return {"content": [_chat_token(t.text, t.logprob) | {"top_logprobs": [_chat_token(*x) for x in t.top]}
+                        for t in tokens], "refusal": None}
 
 
 @dataclass(frozen=True)
@@ -22,21 +44,24 @@ class Shape:
     id_prefix: str
     object: str
     chunk_object: str
-    choice: Callable[[int, str, str | None], dict]  # (index, text, finish_reason) -> choice
-    delta: Callable[[int, str, str | None, bool], dict]  # (index, text, finish, first) -> choice
+    choice: Callable[[int, str, str | None, dict | None], dict]  # (index, text, finish, logprobs) -> choice
+    delta: Callable[[int, str, str | None, bool, dict | None], dict]  # (..., first, logprobs) -> choice
+    logprobs: Callable[[list[TokenLogprob], int], dict]  # (tokens, text offset of the first) -> `logprobs`
 
 
 COMPLETION = Shape(
     "completions", "cmpl", "text_completion", "text_completion",
-    choice=lambda i, t, f: {"index": i, "text": t, "logprobs": None, "finish_reason": f},
-    delta=lambda i, t, f, first: {"index": i, "text": t, "logprobs": None, "finish_reason": f})
+    choice=lambda i, t, f, lp: {"index": i, "text": t, "logprobs": lp, "finish_reason": f},
+    delta=lambda i, t, f, first, lp: {"index": i, "text": t, "logprobs": lp, "finish_reason": f},
+    logprobs=completion_logprobs)
 CHAT = Shape(
     "chat", "chatcmpl", "chat.completion", "chat.completion.chunk",
-    choice=lambda i, t, f: {"index": i, "message": {"role": "assistant", "content": t},
-                            "logprobs": None, "finish_reason": f},
-    delta=lambda i, t, f, first: {"index": i, "delta": ({"role": "assistant", "content": t} if first
-                                                        else {"content": t}),
-                                  "logprobs": None, "finish_reason": f})
+    choice=lambda i, t, f, lp: {"index": i, "message": {"role": "assistant", "content": t},
+                                "logprobs": lp, "finish_reason": f},
+    delta=lambda i, t, f, first, lp: {"index": i, "delta": ({"role": "assistant", "content": t} if first
+                                                            else {"content": t}),
+                                      "logprobs": lp, "finish_reason": f},
+    logprobs=chat_logprobs)
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
@@ -55,12 +80,15 @@ class Chunks:
     def __init__(self, shape: Shape, model: str, include_usage: bool) -> None:
         self.shape, self.model, self.include_usage = shape, model, include_usage
         self.id, self.created = new_id(shape.id_prefix), now()
-        self._started: set[int] = set()
+        self._offsets: dict[int, int] = {}  # choice -> characters sent so far (legacy text_offset)
 
-    def delta(self, index: int, text: str, finish_reason: str | None) -> dict:
-        first = index not in self._started
-        self._started.add(index)
-        return self.shape.delta(index, text, finish_reason, first)
+    def delta(self, index: int, text: str, finish_reason: str | None,
+              logprobs: list[TokenLogprob] | None = None) -> dict:
+        first = index not in self._offsets
+        offset = self._offsets.get(index, 0)
+        self._offsets[index] = offset + len(text)
+        return self.shape.delta(index, text, finish_reason, first,
+                                None if logprobs is None else self.shape.logprobs(logprobs, offset))
 
     def chunk(self, choices: list[dict]) -> str:
         body = {"id": self.id, "object": self.shape.chunk_object, "created": self.created,

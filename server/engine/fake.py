@@ -9,15 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.peft_format import CONFIG_FILE
 
-from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, TokenLogprob
 
 _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
+
+
+def _instance(schema: dict, word: str):
+    """A small value following `schema` (enough of JSON Schema for the tests above the seam)."""
+    if "enum" in schema:
+        return schema["enum"][0]
+    kind = schema.get("type", "object")
+    if kind == "object":
+        props = schema.get("properties", {})
+        return {k: _instance(props[k], word) for k in schema.get("required", list(props))} or {"word": word}
+    if kind == "array":
+        return [_instance(schema.get("items", {"type": "string"}), word)] * schema.get("minItems", 1)
+    return {"string": word, "integer": 1, "number": 1.5, "boolean": True, "null": None}[kind]
 
 
 class FakeEngine:
@@ -35,6 +50,9 @@ class FakeEngine:
     def encode(self, text: str) -> list[int]:
         return [ord(c) % self.vocab_size for c in text]  # one token per character
 
+    def decode(self, token_ids: list[int]) -> str:
+        return "".join(map(chr, token_ids))
+
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         return self.encode("".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>")
 
@@ -43,6 +61,21 @@ class FakeEngine:
         weights = f"{a.name}:{a.path}" if a else None
         key = f"{weights}|{list(request.prompt_token_ids)}|{request.sampling.seed}|{choice}|{step}"
         return _WORDS[hashlib.sha256(key.encode()).digest()[0] % len(_WORDS)]
+
+    @staticmethod
+    def _logprob(word: str, k: int) -> TokenLogprob:
+        """The chosen word holds half the probability, the other words share the rest evenly."""
+        rest = math.log(0.5 / (len(_WORDS) - 1))
+        ranked = [(f" {word}", math.log(0.5))] + [(f" {w}", rest) for w in _WORDS if w != word]
+        return TokenLogprob(_WORDS.index(word), f" {word}", math.log(0.5), tuple(ranked[:k]))
+
+    def _prompt_logprobs(self, ids, k: int) -> list[TokenLogprob]:
+        """Token t after any other has logprob -(1 + t % 7 / 10); it leads its own top list."""
+        out = []
+        for i, t in enumerate(ids):
+            lp = None if i == 0 else -(1 + t % 7 / 10)
+            out.append(TokenLogprob(t, chr(t), lp, () if lp is None else ((chr(t), lp),)[:k]))
+        return out
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         if not self.healthy:
@@ -57,6 +90,10 @@ class FakeEngine:
             self._activate(request.adapter.id)
         s = request.sampling
         texts = [[f" {self._word(request, c, i)}" for i in range(s.max_tokens)] for c in range(s.n)]
+        if s.json is not None:  # one token: a small JSON value that follows the schema
+            schema = json.loads(s.json.schema or '{"type": "object"}')
+            texts = [[json.dumps(_instance(schema, self._word(request, c, 0)), separators=(",", ":"))]
+                     for c in range(s.n)]
         cut = [len(t) for t in texts]
         for c, words in enumerate(texts):  # honour stop strings like vLLM: cut before the stop
             for i, w in enumerate(words):
@@ -65,9 +102,16 @@ class FakeEngine:
                     break
         reasons = ["stop" if cut[c] < s.max_tokens else "length" for c in range(s.n)]
         prompt = len(request.prompt_token_ids)
+        prompt_lps = (None if s.prompt_logprobs is None
+                      else self._prompt_logprobs(request.prompt_token_ids, s.prompt_logprobs))
+
+        def lps(words: list[str]) -> list[TokenLogprob] | None:
+            return None if s.logprobs is None else [self._logprob(w.strip(), s.logprobs) for w in words]
+
         if not request.stream:
-            yield GenerateChunk(prompt, [ChoiceDelta(c, "".join(texts[c][:cut[c]]), cut[c], reasons[c])
-                                         for c in range(s.n)], queue_s=0.0, first_token_s=0.0)
+            yield GenerateChunk(prompt, [ChoiceDelta(c, "".join(texts[c][:cut[c]]), cut[c], reasons[c],
+                                                     lps(texts[c][:cut[c]])) for c in range(s.n)],
+                                queue_s=0.0, first_token_s=0.0, prompt_logprobs=prompt_lps)
             return
         for step in range(max(cut) + 1):
             await asyncio.sleep(0)
@@ -75,11 +119,13 @@ class FakeEngine:
             for c in range(s.n):
                 if step < cut[c]:
                     last = step == cut[c] - 1
-                    deltas.append(ChoiceDelta(c, texts[c][step], 1, reasons[c] if last else None))
+                    deltas.append(ChoiceDelta(c, texts[c][step], 1, reasons[c] if last else None,
+                                              lps([texts[c][step]])))
                 elif step == cut[c] == 0:
-                    deltas.append(ChoiceDelta(c, "", 0, reasons[c]))
+                    deltas.append(ChoiceDelta(c, "", 0, reasons[c], lps([])))
             if deltas:
-                yield GenerateChunk(prompt, deltas, queue_s=0.0, first_token_s=0.0)
+                yield GenerateChunk(prompt, deltas, queue_s=0.0, first_token_s=0.0,
+                                    prompt_logprobs=prompt_lps if step == 0 else None)
 
     async def load(self, adapter: AdapterHandle) -> None:
         if not (adapter.path / CONFIG_FILE).is_file():

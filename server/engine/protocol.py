@@ -29,6 +29,26 @@ Tier = Literal["device", "host", "store"]  # where an adapter version is; "store
 
 
 @dataclass(frozen=True)
+class TokenLogprob:
+    """One token of a prompt or completion with its log-probability under the served model
+    (raw: before temperature or penalties), and the `top` most likely tokens at its position."""
+
+    token_id: int
+    text: str  # the token decoded on its own
+    logprob: float | None  # None for a prompt's first token: nothing precedes it
+    top: tuple[tuple[str, float], ...] = ()  # (text, logprob), most likely first
+
+
+@dataclass(frozen=True)
+class JsonOutput:
+    """The answer is one JSON value without free whitespace: any object (schema None), or one
+    following `schema` (JSON Schema as JSON text). Without free whitespace a weakly tuned model
+    cannot pad the answer with spaces until max_tokens."""
+
+    schema: str | None = None
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """The OpenAI sampling knobs loramux passes through."""
 
@@ -40,6 +60,16 @@ class SamplingOptions:
     n: int = 1
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logprobs: int | None = None  # per completion token: its logprob and this many top ones; None: none
+    prompt_logprobs: int | None = None  # the same per prompt token (completions' `echo`)
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias)
+    stop_token_ids: tuple[int, ...] = ()
+    min_tokens: int = 0
+    repetition_penalty: float = 1.0
+    top_k: int = 0  # 0: all tokens
+    min_p: float = 0.0
+    ignore_eos: bool = False
+    json: JsonOutput | None = None  # constrain the answer to JSON
 
 
 @dataclass(frozen=True)
@@ -79,6 +109,7 @@ class ChoiceDelta:
     text: str  # new text since the previous chunk for this choice
     new_tokens: int  # how many completion tokens `text` adds
     finish_reason: str | None = None  # "stop" | "length" once finished
+    logprobs: list[TokenLogprob] | None = None  # one per new token, when the sampling asked
 
 
 @dataclass
@@ -87,6 +118,7 @@ class GenerateChunk:
     choices: list[ChoiceDelta] = field(default_factory=list)
     queue_s: float | None = None  # waiting for a batch slot, once the engine knows it
     first_token_s: float | None = None  # engine arrival -> first token (queue + prefill)
+    prompt_logprobs: list[TokenLogprob] | None = None  # in the first chunk, when the sampling asked
 
 
 @runtime_checkable
@@ -95,6 +127,8 @@ class Engine(Protocol):
     max_model_len: int
 
     def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, token_ids: list[int]) -> str: ...
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
 

@@ -7,6 +7,7 @@ differences handled here are environment defaults the CPU build needs.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -16,7 +17,8 @@ from pathlib import Path
 from loramux.adapters.errors import InvalidRequest
 
 from . import lora_fix, lora_ops
-from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest
+from .protocol import (AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, JsonOutput,
+                       TokenLogprob)
 from .residency_ext import LoraResidency
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class VLLMEngine:
         configure_environment(cfg)
         lora_ops.plugin()  # this process; vLLM's engine-core process runs both as plugins
         lora_fix.plugin()
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -83,12 +86,44 @@ class VLLMEngine:
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
             max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
             enable_log_requests=False, disable_log_stats=False, use_tqdm_on_load=cfg.progress_bars,
+            # JSON answers without free whitespace (vLLM reads this per engine, not per request)
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
         return cls(AsyncLLM.from_engine_args(args), cfg)
 
     # -- tokenization -------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:
         return list(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self._tokenizer.decode(token_ids)
+
+    @staticmethod
+    def _structured(output: JsonOutput | None):
+        if output is None:
+            return None
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if output.schema is None:
+            return StructuredOutputsParams(json_object=True)
+        return StructuredOutputsParams(json=json.loads(output.schema))
+
+    def _token_logprobs(self, token_ids, entries, k: int) -> list[TokenLogprob]:
+        """vLLM's per-position {token id: Logprob} (the chosen token and the k most likely) as ours."""
+        out = []
+        for tid, entry in zip(token_ids, entries):
+            if entry is None:  # a prompt's first token
+                out.append(TokenLogprob(tid, self._piece(tid, None), None))
+                continue
+            top = sorted((lp.rank, self._piece(t, lp), lp.logprob) for t, lp in entry.items() if lp.rank <= k)
+            out.append(TokenLogprob(tid, self._piece(tid, entry[tid]), entry[tid].logprob,
+                                    tuple((text, lp) for _, text, lp in top)))
+        return out
+
+    def _piece(self, token_id: int, lp) -> str:
+        if lp is not None and lp.decoded_token is not None:
+            return lp.decoded_token
+        return self._tokenizer.decode([token_id])
 
     def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
         try:
@@ -116,7 +151,10 @@ class VLLMEngine:
             params = SamplingParams(
                 n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                 stop=list(s.stop) or None, seed=s.seed, presence_penalty=s.presence_penalty,
-                frequency_penalty=s.frequency_penalty,
+                frequency_penalty=s.frequency_penalty, logprobs=s.logprobs, prompt_logprobs=s.prompt_logprobs,
+                logit_bias=dict(s.logit_bias) or None, stop_token_ids=list(s.stop_token_ids) or None,
+                min_tokens=s.min_tokens, repetition_penalty=s.repetition_penalty, top_k=s.top_k or -1,
+                min_p=s.min_p, ignore_eos=s.ignore_eos, structured_outputs=self._structured(s.json),
                 output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
             prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
             stream = self._llm.generate(prompt, params, request.request_id,
@@ -124,12 +162,19 @@ class VLLMEngine:
                                         priority=request.priority)
             async for out in stream:
                 m = out.metrics  # vLLM's RequestStateStats (stats are on: disable_log_stats=False)
+                k = s.logprobs
                 yield GenerateChunk(
                     prompt_tokens=len(out.prompt_token_ids or request.prompt_token_ids),
                     choices=[ChoiceDelta(index=c.index, text=c.text, new_tokens=len(c.token_ids),
-                                         finish_reason=c.finish_reason) for c in out.outputs],
+                                         finish_reason=c.finish_reason,
+                                         logprobs=None if k is None or c.logprobs is None
+                                         else self._token_logprobs(c.token_ids, c.logprobs, k))
+                             for c in out.outputs],
                     queue_s=max(m.scheduled_ts - m.queued_ts, 0.0) if m and m.scheduled_ts else None,
-                    first_token_s=m.first_token_latency if m and m.first_token_latency else None)
+                    first_token_s=m.first_token_latency if m and m.first_token_latency else None,
+                    prompt_logprobs=None if out.prompt_logprobs is None else self._token_logprobs(
+                        out.prompt_token_ids or request.prompt_token_ids, out.prompt_logprobs,
+                        s.prompt_logprobs or 0))
         except self._client_error as exc:  # vLLM's input checks, e.g. token ids outside the vocabulary
             raise InvalidRequest(f"the engine refused the request: {exc}",
                                  param=getattr(exc, "parameter", None) or "prompt") from exc

@@ -9,40 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 from openai import NotFoundError, OpenAI
 
-from loramux.server.app import create_app
 from loramux.server.engine.fake import FakeEngine
-from loramux.server.settings import ServerSettings
-from tests.lora_factory import random_lora
-
-ADMIN = "admin-secret"
-
-
-@pytest.fixture(scope="session")
-def adapter_dir(tiny_base: Path, tmp_path_factory) -> Path:
-    """A real adapter for the tiny base: the catalog admits only what the base can serve."""
-    return random_lora(tiny_base, tmp_path_factory.mktemp("adapter") / "a", seed=1)
-
-
-@pytest.fixture
-def engine() -> FakeEngine:
-    return FakeEngine(base_name="tiny", max_model_len=128)
-
-
-@pytest.fixture
-def client(engine: FakeEngine, adapter_dir: Path, tiny_base: Path):
-    settings = ServerSettings(base=tiny_base, served_name="tiny", admin_key=ADMIN, admin_paths=[adapter_dir.parent],
-                              adapters={"acme/support": adapter_dir, "globex/sales": adapter_dir})
-
-    async def factory(_):
-        return engine
-
-    with TestClient(create_app(settings, factory)) as c:
-        yield c
-
-
-@pytest.fixture
-def oai(client: TestClient) -> OpenAI:
-    return OpenAI(base_url="http://testserver/v1", api_key="k", http_client=client, max_retries=0)
+from tests.server.conftest import ADMIN
 
 
 def test_models_lists_base_and_adapters_with_parent(oai: OpenAI):
@@ -223,8 +191,7 @@ def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestCl
     assert 'status="500"' in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("field,value", [("logprobs", 2), ("echo", True), ("best_of", 3),
-                                         ("response_format", {"type": "json_object"})])
+@pytest.mark.parametrize("field,value", [("best_of", 3), ("response_format", {"type": "json_object"})])
 def test_unimplemented_options_are_refused_not_ignored(client: TestClient, field, value):
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, field: value})
     assert r.status_code == 400 and r.json()["error"]["param"] == field
