@@ -191,7 +191,7 @@ def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestCl
     assert 'status="500"' in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("field,value", [("best_of", 3), ("response_format", {"type": "json_object"})])
+@pytest.mark.parametrize("field,value", [("best_of", 3), ("tools", [{"type": "function"}]), ("typo_field", 1)])
 def test_unimplemented_options_are_refused_not_ignored(client: TestClient, field, value):
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, field: value})
     assert r.status_code == 400 and r.json()["error"]["param"] == field
