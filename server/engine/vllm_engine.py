@@ -42,7 +42,8 @@ class EngineConfig:
 
 
 def configure_environment(cfg: EngineConfig) -> None:
-    """Environment vLLM reads at import/start time; call before anything imports vllm."""
+    """Environment vLLM reads at import/start time; call before anything else imports vllm
+    (this imports only its platform, once the log level is set)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.kv_cache_gib))
     os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
@@ -56,6 +57,14 @@ def configure_environment(cfg: EngineConfig) -> None:
         # compiled and saved it again (~40 s). Without AOT, Inductor's own cache serves a repeat
         # start of the same model and config (compile ~7 s).
         os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
+
+
+def prepare_process(cfg: EngineConfig) -> None:
+    """This process ready to build a vLLM engine: the environment, then loramux's two plugins
+    (vLLM's engine-core and worker processes load them as plugins themselves)."""
+    configure_environment(cfg)
+    lora_ops.plugin()
+    lora_fix.plugin()
 
 
 class VLLMEngine:
@@ -73,9 +82,7 @@ class VLLMEngine:
 
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
-        configure_environment(cfg)
-        lora_ops.plugin()  # this process; vLLM's engine-core process runs both as plugins
-        lora_fix.plugin()
+        prepare_process(cfg)
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM

@@ -99,12 +99,9 @@ def child(case: dict) -> dict:
     """Run one case in this process; returns ms per step for each part."""
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ["LORAMUX_LORA_OPS"] = case["ops"]
-    from loramux.server.engine import lora_fix, lora_ops
-    from loramux.server.engine.vllm_engine import EngineConfig, configure_environment
+    from loramux.server.engine.vllm_engine import EngineConfig, prepare_process
 
-    configure_environment(EngineConfig(base=Path(case["base"]), served_name="tiny"))
-    lora_ops.plugin()
-    lora_fix.plugin()
+    prepare_process(EngineConfig(base=Path(case["base"]), served_name="tiny"))
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
