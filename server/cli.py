@@ -97,6 +97,7 @@ def serve(
     max_cpu_loras: Annotated[int | None, _flag("max_cpu_loras")] = None,
     max_num_seqs: Annotated[int | None, _flag("max_num_seqs")] = None,
     fair_share: Annotated[bool | None, _flag("fair_share")] = None,
+    tool_call_parser: Annotated[str | None, _flag("tool_call_parser")] = None,
     dtype: Annotated[str | None, _flag("dtype")] = None,
     max_model_len: Annotated[int | None, _flag("max_model_len")] = None,
     host: Annotated[str | None, _flag("host")] = None,
@@ -114,7 +115,8 @@ def serve(
                  keep_alive_s=keep_alive_s,
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
                  admin_paths=admin_path or None, keys=keys, metrics_top_k=metrics_top_k, pins=pin or None,
-                 idle_s=idle_s, cache_gib=cache_gib, max_num_seqs=max_num_seqs, fair_share=fair_share)
+                 idle_s=idle_s, cache_gib=cache_gib, max_num_seqs=max_num_seqs, fair_share=fair_share,
+                 tool_call_parser=tool_call_parser)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
@@ -145,7 +147,7 @@ def run_server(settings: ServerSettings) -> None:
             base=s.base, served_name=s.base_name, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
             max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
             progress_bars=s.log_level in ("debug", "info"), max_num_seqs=s.max_num_seqs, enable_lora=s.enable_lora,
-            scheduling_policy="priority" if s.fair_share else "fcfs"))
+            scheduling_policy="priority" if s.fair_share else "fcfs", tool_parser=s.tool_call_parser))
         served = f"{len(s.adapters)} adapter(s)" + (f" and the registry {s.registry}" if s.registry else "")
         access = f"keys from {s.keys}" if s.keys else "open to every client (no --keys)"
         err.print(f"engine ready in {time.perf_counter() - started:.1f}s; serving {s.base_name}, {served} "

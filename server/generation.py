@@ -22,6 +22,7 @@ from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
 from .slots import LoraSlots
+from .tool_calls import Tools, ToolStream, tools_of
 
 
 def _completion_prompts(engine: Engine, req: CompletionRequest) -> list[list[int]]:
@@ -34,7 +35,8 @@ def _completion_prompts(engine: Engine, req: CompletionRequest) -> list[list[int
 
 
 def _chat_prompts(engine: Engine, req: ChatCompletionRequest) -> list[list[int]]:
-    return [engine.render_chat([{"role": m.role, "content": m.text()} for m in req.messages])]
+    tools = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+    return [engine.render_chat([m.for_template() for m in req.messages], tools)]
 
 
 def _completion_echo(engine: Engine, req: CompletionRequest) -> list[str] | None:
@@ -50,6 +52,10 @@ def _no_echo(engine: Engine, req: SamplingFields) -> None:
     return None
 
 
+def _no_tools(req: SamplingFields, engine: Engine) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """What one OpenAI endpoint does differently: its prompts, its defaults, its shape."""
@@ -59,17 +65,25 @@ class Endpoint:
     default_max_tokens: int | None  # OpenAI's: 16 for completions, up to the context for chat
     prompts: Callable[[Engine, SamplingFields], list[list[int]]]
     echo: Callable[[Engine, SamplingFields], list[str] | None]  # per prompt: text put before its completions
+    tools: Callable[[SamplingFields, Engine], Tools | None]  # what the request asked of its tools
 
 
 ENDPOINTS: dict[type[SamplingFields], Endpoint] = {
-    CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts, _completion_echo),
-    ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts, _no_echo),
+    CompletionRequest: Endpoint(COMPLETION, "prompt", 16, _completion_prompts, _completion_echo, _no_tools),
+    ChatCompletionRequest: Endpoint(CHAT, "messages", None, _chat_prompts, _no_echo, tools_of),
 }
 
 
-def _json_output(req: SamplingFields) -> JsonOutput | None:
+def _json_output(req: SamplingFields, tools: Tools | None) -> JsonOutput | None:
+    """The answer's constraint: the tool calls' JSON, or `response_format`'s."""
     f = req.response_format
-    if f is None or f.type == "text":
+    wants_json = f is not None and f.type != "text"
+    if tools is not None and (calls := tools.constraint()) is not None:
+        if wants_json:
+            raise InvalidRequest("with tool_choice 'required' or a named function the answer is tool calls; "
+                                 "leave response_format unset (or text)", param="response_format")
+        return calls
+    if not wants_json:
         return None
     return JsonOutput(None if f.json_schema is None else json.dumps(f.json_schema.schema_, sort_keys=True))
 
@@ -95,8 +109,10 @@ class GenerationService:
         self.slots = slots  # None: vLLM decides which adapters get its batch slots
 
     # -- request -> engine requests ------------------------------------------------------
-    def _requests(self, req: SamplingFields, ep: Endpoint, ctx: RequestContext) -> list[GenerateRequest]:
+    def _requests(self, req: SamplingFields, ep: Endpoint, ctx: RequestContext,
+                  tools: Tools | None) -> list[GenerateRequest]:
         limit = self.engine.max_model_len
+        json_output = _json_output(req, tools)
         asked = req.max_completion_tokens or req.max_tokens
         out = []
         for i, ids in enumerate(ep.prompts(self.engine, req)):
@@ -124,7 +140,8 @@ class GenerationService:
                                        logit_bias=tuple((req.logit_bias or {}).items()),
                                        stop_token_ids=tuple(req.stop_token_ids or ()), min_tokens=req.min_tokens,
                                        repetition_penalty=req.repetition_penalty, top_k=req.top_k, min_p=req.min_p,
-                                       ignore_eos=req.ignore_eos, json=_json_output(req))
+                                       ignore_eos=req.ignore_eos, json=json_output,
+                                       skip_special_tokens=tools is None or not tools.mode.special_tokens)
             out.append(GenerateRequest(new_id("req") + f"-{i}", ids, sampling, ctx.adapter, req.stream))
         return out
 
@@ -135,14 +152,16 @@ class GenerationService:
         if bad := req.unsupported():
             raise InvalidRequest(f"not supported by loramux: {', '.join(bad)}; leave it unset "
                                  "(/openapi.json lists the fields loramux takes)", param=bad[0])
-        requests = self._requests(req, ep, ctx)
+        tools = ep.tools(req, self.engine)
+        requests = self._requests(req, ep, ctx, tools)
         if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
             ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
         echo = ep.echo(self.engine, req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return self._stream(req.n, Chunks(ep.shape, req.model, include_usage), requests, ctx, echo)
-        return await self._complete(req.n, ep.shape, req.model, requests, ctx, echo)
+            out = Chunks(ep.shape, req.model, include_usage)
+            return self._stream(req.n, out, requests, ctx, echo, tools and ToolStream(tools, self.engine, out))
+        return await self._complete(req.n, ep.shape, req.model, requests, ctx, echo, tools)
 
     # -- running them ---------------------------------------------------------------------
     async def _generate(self, request: GenerateRequest, ctx: RequestContext) -> AsyncIterator[GenerateChunk]:
@@ -170,7 +189,7 @@ class GenerationService:
             yield
 
     async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
-                        ctx: RequestContext, echo: list[str] | None) -> dict:
+                        ctx: RequestContext, echo: list[str] | None, tools: Tools | None) -> dict:
         results = await asyncio.gather(*(self._collect(r, ctx) for r in requests))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for k, (final, ptoks, prompt_lps) in enumerate(results):
@@ -178,8 +197,9 @@ class GenerationService:
             for c in sorted(final.values(), key=lambda c: c.index):
                 completion_tokens += c.new_tokens
                 text, lps = _echoed(echo, k, prompt_lps, c.text, c.logprobs)
-                choices.append(shape.choice(k * n + c.index, text, c.finish_reason,
-                                            None if lps is None else shape.logprobs(lps, 0)))
+                choice = shape.choice(k * n + c.index, text, c.finish_reason,
+                                      None if lps is None else shape.logprobs(lps, 0))
+                choices.append(choice if tools is None else tools.choice(choice, text, self.engine))
         ctx.finished(prompt_tokens, completion_tokens)
         return response(shape, model, choices, prompt_tokens, completion_tokens)
 
@@ -232,8 +252,8 @@ class GenerationService:
             for t in tasks:  # client went away or an error: stop generating for it
                 t.cancel()
 
-    async def _stream(self, n: int, out: Chunks, requests: list[GenerateRequest],
-                      ctx: RequestContext, echo: list[str] | None) -> AsyncIterator[str]:
+    async def _stream(self, n: int, out: Chunks, requests: list[GenerateRequest], ctx: RequestContext,
+                      echo: list[str] | None, tool_stream: ToolStream | None) -> AsyncIterator[str]:
         prompt_tokens = {k: len(r.prompt_token_ids) for k, r in enumerate(requests)}
         prompt_lps: dict[int, list[TokenLogprob] | None] = {}
         echoed: set[int] = set()  # choices whose first delta carried the prompt
@@ -248,11 +268,16 @@ class GenerationService:
             for c in chunk.choices:
                 index = k * n + c.index
                 text, lps = c.text, c.logprobs
+                if tool_stream is not None:
+                    if (delta := tool_stream.delta(index, text, c.finish_reason, lps)) is not None:
+                        deltas.append(delta)
+                    continue
                 if index not in echoed:
                     echoed.add(index)
                     text, lps = _echoed(echo, k, prompt_lps[k], text, lps)
                 deltas.append(out.delta(index, text, c.finish_reason, lps))
-            yield out.chunk(deltas)
+            if deltas:
+                yield out.chunk(deltas)
         ptotal = sum(prompt_tokens.values())
         for line in out.end(ptotal, completion_tokens):
             yield line

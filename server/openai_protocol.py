@@ -6,6 +6,7 @@ fields we do use are validated so a bad value becomes a 400 naming its `param`.
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -23,10 +24,19 @@ class StreamOptions(_Lenient):
 
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
 # 400 naming the field rather than silently ignored. Value: the "off" values that are accepted.
-UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "tools": (None, []), "functions": (None, []),
-               "tool_choice": (None, "none"), "function_call": (None, "none")}
+UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "functions": (None, []), "function_call": (None, "none")}
 # Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
-IGNORED = {"store", "metadata", "service_tier", "parallel_tool_calls", "prompt_cache_key", "safety_identifier"}
+IGNORED = {"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
+
+
+def _json_schema(v: dict[str, Any] | None) -> dict[str, Any] | None:
+    from jsonschema import Draft202012Validator, SchemaError
+
+    try:
+        Draft202012Validator.check_schema(v or {})
+    except SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    return v
 
 
 class JsonSchemaFormat(BaseModel):
@@ -35,16 +45,7 @@ class JsonSchemaFormat(BaseModel):
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     strict: bool | None = None  # the output always follows the schema, strict or not
 
-    @field_validator("schema_")
-    @classmethod
-    def _valid_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from jsonschema import Draft202012Validator, SchemaError
-
-        try:
-            Draft202012Validator.check_schema(v)
-        except SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
-        return v
+    _valid_schema = field_validator("schema_")(_json_schema)
 
 
 class ResponseFormat(BaseModel):
@@ -141,6 +142,42 @@ class CompletionRequest(SamplingFields):
         return v
 
 
+class FunctionDef(BaseModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    """JSON Schema of the arguments (none: any object)."""
+    strict: bool | None = None  # the arguments always follow the schema, strict or not
+
+    _valid_schema = field_validator("parameters")(_json_schema)
+
+
+class Tool(BaseModel):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"]
+    function: FunctionName
+
+
+class FunctionCall(_Lenient):
+    name: str
+    arguments: str
+    """The arguments as JSON text, as the model wrote them."""
+
+
+class ToolCall(_Lenient):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class TextPart(_Lenient):
     type: Literal["text"]
     text: str
@@ -149,11 +186,35 @@ class TextPart(_Lenient):
 class ChatMessage(_Lenient):
     role: Literal["system", "user", "assistant", "developer", "tool"]
     content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    """An assistant turn's calls, passed to the chat template with their arguments parsed."""
+    tool_call_id: str | None = None
+    """A tool turn: the call it answers."""
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
+
+    def for_template(self) -> dict[str, Any]:
+        """What a chat template reads: tool calls' arguments as objects (HF's convention, and vLLM's)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.text()}
+        if self.name is not None:
+            out["name"] = self.name
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.tool_calls:
+            out["tool_calls"] = [{"id": c.id, "type": c.type, "function": {
+                "name": c.function.name, "arguments": _parsed(c.function.arguments)}} for c in self.tool_calls]
+        return out
+
+
+def _parsed(arguments: str) -> Any:
+    try:
+        return json.loads(arguments)
+    except ValueError:
+        return arguments
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -162,6 +223,13 @@ class ChatCompletionRequest(SamplingFields):
     """Return each output token's log-probability."""
     top_logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     """With `logprobs`: this many most likely alternatives per token."""
+    tools: list[Tool] | None = None
+    """Functions the model may call: shown to it through the chat template."""
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    """`required` or a named function: the answer is tool calls whose arguments follow the function's
+    schema, on any base. `auto` (the default with tools): the model chooses; needs --tool-call-parser."""
+    parallel_tool_calls: bool = True
+    """With `required`: False allows one call only."""
 
     @field_validator("top_logprobs")
     @classmethod

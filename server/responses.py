@@ -90,6 +90,15 @@ class Chunks:
         return self.shape.delta(index, text, finish_reason, first,
                                 None if logprobs is None else self.shape.logprobs(logprobs, offset))
 
+    def message_delta(self, index: int, message: dict, finish_reason: str | None,
+                      logprobs: list[TokenLogprob] | None = None) -> dict:
+        """A chat choice's delta with its message given whole (tool calls); the role on its first."""
+        first = index not in self._offsets
+        self._offsets.setdefault(index, 0)
+        return {"index": index, "delta": ({"role": "assistant"} if first else {}) | message,
+                "logprobs": None if logprobs is None else self.shape.logprobs(logprobs, 0),
+                "finish_reason": finish_reason}
+
     def chunk(self, choices: list[dict]) -> str:
         body = {"id": self.id, "object": self.shape.chunk_object, "created": self.created,
                 "model": self.model, "choices": choices}

@@ -43,6 +43,8 @@ class ServerSettings(BaseSettings):
     """Requests the engine runs in one batch (vLLM's max_num_seqs; its default: 128 on CPU); more wait in its queue."""
     fair_share: bool = True
     """Serve the engine's queue fairly between tenants (a flooding tenant's backlog waits behind others' requests); off: first come, first served."""
+    tool_call_parser: str | None = None
+    """vLLM's tool parser for this base's tool-call format (hermes, llama3_json, mistral, ...): enables tool_choice auto."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Compute dtype: auto, float32, bfloat16, float16."""
     max_model_len: int | None = Field(None, gt=0)

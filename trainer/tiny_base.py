@@ -16,14 +16,22 @@ from pathlib import Path
 SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>",
                   "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 
-# `{% generation %}` marks assistant text, so TRL can compute loss on completions only.
+# `{% generation %}` marks assistant text, so TRL can compute loss on completions only. Tools and
+# tool calls render as Hermes-style `<tool_call>{"name": ..., "arguments": ...}</tool_call>`, the
+# format of vLLM's `hermes` tool parser.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
+    "{% if tools %}{{ '<|system|>\nYou may call these tools; write each call as <tool_call>{\"name\": ..., "
+    "\"arguments\": {...}}</tool_call>\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}{{ '<|end|>\n' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|end|>' }}{% endgeneration %}"
-    "{% else %}{{ message['content'] + '<|end|>' }}{% endif %}"
+    "{% generation %}{{ message['content'] or '' }}"
+    "{% for call in message['tool_calls'] or [] %}{{ '<tool_call>' + ({'name': call['function']['name'], "
+    "'arguments': call['function']['arguments']} | tojson) + '</tool_call>' }}{% endfor %}"
+    "{{ '<|end|>' }}{% endgeneration %}"
+    "{% else %}{{ (message['content'] or '') + '<|end|>' }}{% endif %}"
     "{{ '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"

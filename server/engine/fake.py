@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator
 from loramux.adapters.errors import InvalidRequest
 from loramux.adapters.peft_format import CONFIG_FILE
 
-from .protocol import AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, TokenLogprob
+from .protocol import (AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, ParsedToolCall,
+                       TokenLogprob)
 
 _WORDS = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel"]
 
 
 def _instance(schema: dict, word: str):
     """A small value following `schema` (enough of JSON Schema for the tests above the seam)."""
+    if "anyOf" in schema:
+        return _instance({**{k: v for k, v in schema.items() if k != "anyOf"}, **schema["anyOf"][0]}, word)
     if "enum" in schema:
         return schema["enum"][0]
     kind = schema.get("type", "object")
@@ -38,8 +41,10 @@ def _instance(schema: dict, word: str):
 class FakeEngine:
     vocab_size = 1000
 
-    def __init__(self, base_name: str = "tiny", max_model_len: int = 128, max_loras: int = 4) -> None:
+    def __init__(self, base_name: str = "tiny", max_model_len: int = 128, max_loras: int = 4,
+                 tool_parser: str | None = None) -> None:
         self.base_name = base_name
+        self.tool_parser = tool_parser
         self.max_model_len = max_model_len
         self.max_loras = max_loras
         self.healthy = True
@@ -53,8 +58,17 @@ class FakeEngine:
     def decode(self, token_ids: list[int]) -> str:
         return "".join(map(chr, token_ids))
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
-        return self.encode("".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>")
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        shown = f"<tools>{json.dumps(tools)}" if tools else ""
+        calls = [json.dumps(m["tool_calls"]) if m.get("tool_calls") else "" for m in messages]
+        return self.encode(shown + "".join(f"<{m['role']}>{m['content']}{c}" for m, c in zip(messages, calls))
+                           + "<assistant>")
+
+    def parse_tool_calls(self, text: str, tools: list[dict]) -> tuple[str | None, list[ParsedToolCall]]:
+        """A fake parser: each `<call>{"name": ..., "arguments": {...}}` in the text is a call."""
+        content, *calls = text.split("<call>")
+        return content or None, [ParsedToolCall(c["name"], json.dumps(c["arguments"]))
+                                 for c in map(json.loads, calls)]
 
     def _word(self, request: GenerateRequest, choice: int, step: int) -> str:
         a = request.adapter

@@ -49,6 +49,14 @@ class JsonOutput:
 
 
 @dataclass(frozen=True)
+class ParsedToolCall:
+    """A function call the tool parser found in an answer."""
+
+    name: str
+    arguments: str  # JSON text
+
+
+@dataclass(frozen=True)
 class SamplingOptions:
     """The OpenAI sampling knobs loramux passes through."""
 
@@ -70,6 +78,7 @@ class SamplingOptions:
     min_p: float = 0.0
     ignore_eos: bool = False
     json: JsonOutput | None = None  # constrain the answer to JSON
+    skip_special_tokens: bool = True  # False: keep them in the text (tool parsers look for some, e.g. <tool_call>)
 
 
 @dataclass(frozen=True)
@@ -125,12 +134,19 @@ class GenerateChunk:
 class Engine(Protocol):
     base_name: str
     max_model_len: int
+    tool_parser: str | None  # finds tool calls in free answers (tool_choice "auto"); None: none configured
 
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, token_ids: list[int]) -> str: ...
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]: ...
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        """The base's chat template over `messages` (and `tools`, for templates that show them)."""
+        ...
+
+    def parse_tool_calls(self, text: str, tools: list[dict]) -> tuple[str | None, list[ParsedToolCall]]:
+        """(the content around them, the calls) in a finished answer, by the configured tool parser."""
+        ...
 
     def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]: ...
 

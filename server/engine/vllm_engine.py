@@ -18,7 +18,7 @@ from loramux.adapters.errors import InvalidRequest
 
 from . import lora_fix, lora_ops
 from .protocol import (AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, JsonOutput,
-                       TokenLogprob)
+                       ParsedToolCall, TokenLogprob)
 from .residency_ext import LoraResidency
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,7 @@ class EngineConfig:
     max_num_seqs: int | None = None  # requests in a batch; None: vLLM's default (128 on CPU)
     scheduling_policy: str = "priority"  # "fcfs" ignores GenerateRequest.priority
     enable_lora: bool = True  # False: base only (no slots, and vLLM's CPU platform keeps torch.compile on)
+    tool_parser: str | None = None  # vLLM's tool parser for tool_choice "auto" (hermes, llama3_json, ...)
 
 
 def configure_environment(cfg: EngineConfig) -> None:
@@ -67,6 +68,18 @@ def prepare_process(cfg: EngineConfig) -> None:
     lora_fix.plugin()
 
 
+def tool_parser_class(name: str):
+    """vLLM's tool parser registered as `name`; an unknown name is an error listing the known ones."""
+    from vllm.tool_parsers import ToolParserManager
+
+    try:
+        return ToolParserManager.get_tool_parser(name)
+    except KeyError:
+        known = sorted({*ToolParserManager.tool_parsers, *ToolParserManager.lazy_parsers})
+        raise InvalidRequest(f"--tool-call-parser {name}: vLLM has no such tool parser; one of: {', '.join(known)}",
+                             param="tool_call_parser") from None
+
+
 class VLLMEngine:
     """`Engine` over vLLM's AsyncLLM; an `AdapterHandle` is exactly a `LoRARequest`."""
 
@@ -76,6 +89,8 @@ class VLLMEngine:
         self._tokenizer = llm.get_tokenizer()
         self.base_name = cfg.served_name
         self.max_model_len = llm.model_config.max_model_len
+        self.tool_parser = cfg.tool_parser
+        self._tool_parser_cls = tool_parser_class(cfg.tool_parser) if cfg.tool_parser else None
         from vllm.exceptions import VLLMClientError
 
         self._client_error = VLLMClientError
@@ -83,6 +98,8 @@ class VLLMEngine:
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         prepare_process(cfg)
+        if cfg.tool_parser:
+            tool_parser_class(cfg.tool_parser)  # a wrong name fails now, not after the engine's start
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -132,14 +149,25 @@ class VLLMEngine:
             return lp.decoded_token
         return self._tokenizer.decode([token_id])
 
-    def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+    def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         try:
-            text = self._tokenizer.apply_chat_template(messages, tokenize=False,
+            text = self._tokenizer.apply_chat_template(messages, tools=tools or None, tokenize=False,
                                                        add_generation_prompt=True)
         except Exception as exc:  # jinja errors: the messages do not fit the template
             raise InvalidRequest(f"messages do not fit the chat template: {exc}",
                                  param="messages") from exc
         return self.encode(text)
+
+    def parse_tool_calls(self, text: str, tools: list[dict]) -> tuple[str | None, list[ParsedToolCall]]:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+
+        if self._tool_parser_cls is None:
+            return text, []
+        request = ChatCompletionRequest(model=self.base_name, messages=[], tools=tools, tool_choice="auto")
+        found = self._tool_parser_cls(self._tokenizer, request.tools).extract_tool_calls(text, request)
+        if not found.tools_called:
+            return text, []
+        return found.content, [ParsedToolCall(c.function.name, c.function.arguments) for c in found.tool_calls]
 
     # -- generation ---------------------------------------------------------------------
     @staticmethod
@@ -162,6 +190,7 @@ class VLLMEngine:
                 logit_bias=dict(s.logit_bias) or None, stop_token_ids=list(s.stop_token_ids) or None,
                 min_tokens=s.min_tokens, repetition_penalty=s.repetition_penalty, top_k=s.top_k or -1,
                 min_p=s.min_p, ignore_eos=s.ignore_eos, structured_outputs=self._structured(s.json),
+                skip_special_tokens=s.skip_special_tokens,
                 output_kind=RequestOutputKind.DELTA if request.stream else RequestOutputKind.FINAL_ONLY)
             prompt = {"prompt_token_ids": list(request.prompt_token_ids)}
             stream = self._llm.generate(prompt, params, request.request_id,
