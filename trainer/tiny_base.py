@@ -18,12 +18,14 @@ SPECIAL_TOKENS = ["<|pad|>", "<|begin_of_text|>", "<|end_of_text|>",
 
 # `{% generation %}` marks assistant text, so TRL can compute loss on completions only. Tools and
 # tool calls render as Hermes-style `<tool_call>{"name": ..., "arguments": ...}</tool_call>`, the
-# format of vLLM's `hermes` tool parser.
+# format of vLLM's `hermes` tool parser. Tools are listed by name and description only: their
+# schemas in JSON would fill most of the tiny context.
 CHAT_TEMPLATE = (
     "{{ bos_token }}"
     "{% if tools %}{{ '<|system|>\nYou may call these tools; write each call as <tool_call>{\"name\": ..., "
     "\"arguments\": {...}}</tool_call>\n' }}"
-    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}{{ '<|end|>\n' }}{% endif %}"
+    "{% for tool in tools %}{{ tool['function']['name'] + ': ' + (tool['function']['description'] or '') + '\n' }}"
+    "{% endfor %}{{ '<|end|>\n' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|' + message['role'] + '|>\n' }}"
     "{% if message['role'] == 'assistant' %}"

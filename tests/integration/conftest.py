@@ -101,6 +101,7 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_fa
             "--admin-path", str(tmp_path_factory.getbasetemp()),  # the tests' adapters and merges
             # as many slots as adapters: the last slot is always occupied, so a leak shows
             "--max-loras", str(len(adapter_dirs)),
+            "--tool-call-parser", "hermes",  # the tiny base's chat template writes Hermes-style calls
             "--admin-key", admin_key]
     for name, path in adapter_dirs.items():
         args += ["--adapter", f"{name}={path}"]
