@@ -6,6 +6,7 @@ request runs exactly the adapter version its handle names, even after an unload.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import uuid
 from pathlib import Path
@@ -42,13 +43,13 @@ def engine(request, tiny_base: Path):
     if request.param == "fake":
         from loramux.server.engine.fake import FakeEngine
 
-        eng = FakeEngine("tiny", max_model_len=128, max_loras=2)
+        eng = FakeEngine("tiny", max_model_len=128, max_loras=2, tool_parser="fake")
     else:
         from loramux.server.engine.vllm_engine import EngineConfig, VLLMEngine
 
         async def start():
             return VLLMEngine.start(EngineConfig(base=tiny_base, served_name="tiny", dtype="float32",
-                                                 max_loras=2, max_lora_rank=16))
+                                                 max_loras=2, max_lora_rank=16, tool_parser="hermes"))
         eng = loop.run(start())
     eng.run = loop.run  # the tests below drive it through its own loop
     yield eng
@@ -185,3 +186,38 @@ def test_tokenization_and_health(engine):
     chat = engine.render_chat([{"role": "user", "content": "hello there"}])
     assert len(chat) > len(ids)
     engine.run(engine.check_health())
+
+
+# An answer that calls a tool, in each engine's parser's format (the tiny base's template writes Hermes).
+TOOL_ANSWERS = {"fake": 'Checking.<call>{"name": "get_weather", "arguments": {"city": "Oslo"}}',
+                "hermes": 'Checking.<tool_call>{"name": "get_weather", "arguments": {"city": "Oslo"}}</tool_call>'}
+
+
+def test_tools_reach_the_template_and_the_parser_finds_calls(engine):
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "the forecast",
+                                               "parameters": {"type": "object"}}}]
+    messages = [{"role": "user", "content": "weather?"}]
+    assert len(engine.render_chat(messages, tools)) > len(engine.render_chat(messages))
+    content, calls = engine.parse_tool_calls(TOOL_ANSWERS[engine.tool_parser], tools)
+    assert content == "Checking." and [(c.name, json.loads(c.arguments)) for c in calls] == \
+        [("get_weather", {"city": "Oslo"})]
+    assert engine.parse_tool_calls("no call here", tools) == ("no call here", [])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_logprobs_one_per_token_with_the_top_alternatives(engine, stream):
+    from dataclasses import replace
+
+    request = _req(engine, max_tokens=5, stream=stream)
+    request = replace(request, sampling=replace(request.sampling, logprobs=2, prompt_logprobs=1))
+    chunks = engine.run(_chunks(engine, request))
+    tokens = [t for c in chunks for d in c.choices for t in d.logprobs]
+    assert len(tokens) == sum(d.new_tokens for c in chunks for d in c.choices) == 5
+    greedy = "".join(d.text for c in chunks for d in c.choices)
+    assert "".join(t.text for t in tokens) == greedy
+    for t in tokens:
+        assert len(t.top) == 2 and t.top[0][1] >= t.top[1][1] and t.logprob <= 0
+        assert t.logprob == pytest.approx(t.top[0][1], abs=1e-4)  # greedy: the chosen token is the likeliest
+    prompt = next(c.prompt_logprobs for c in chunks if c.prompt_logprobs)
+    assert [t.token_id for t in prompt] == list(request.prompt_token_ids)
+    assert prompt[0].logprob is None and all(t.logprob <= 0 and len(t.top) == 1 for t in prompt[1:])
