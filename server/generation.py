@@ -17,7 +17,8 @@ from dataclasses import dataclass, replace
 from loramux.adapters.errors import InvalidRequest
 
 from .context import RequestContext
-from .engine.protocol import Engine, GenerateChunk, GenerateRequest, JsonOutput, SamplingOptions, TokenLogprob
+from .engine.protocol import (ChoiceDelta, Engine, GenerateChunk, GenerateRequest, JsonOutput, SamplingOptions,
+                              TokenLogprob)
 from .fairness import FairShare, tenant_of
 from .openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields, new_id
 from .responses import CHAT, COMPLETION, Chunks, Shape, response
@@ -96,6 +97,13 @@ def _echoed(echo: list[str] | None, k: int, prompt_lps: list[TokenLogprob] | Non
     return echo[k] + text, None if lps is None else [*(prompt_lps or []), *lps]
 
 
+def _best(answers: list[ChoiceDelta], n: int) -> list[ChoiceDelta]:
+    """The `n` answers with the highest log-probability per token (OpenAI's `best_of`), best first."""
+    if len(answers) <= n:
+        return answers
+    return sorted(answers, key=lambda c: -sum(t.logprob for t in c.logprobs or []) / max(len(c.logprobs or []), 1))[:n]
+
+
 def fair_share_tenant(ctx: RequestContext) -> str:
     """Whose share a request counts against: its key's tenant; on an open server (no --keys),
     the tenant that owns the adapter it names (`acme/...`), and the base's callers share one."""
@@ -132,8 +140,10 @@ class GenerationService:
                 raise InvalidRequest(f"min_tokens={req.min_tokens} exceeds max_tokens={max_tokens}; "
                                      "ask for at most as many as max_tokens", param="min_tokens")
             logprobs, prompt_logprobs = req.logprob_counts()
+            if req.samples() > req.n and logprobs is None:
+                logprobs = 0  # best_of ranks the answers by their tokens' logprobs
             sampling = SamplingOptions(max_tokens=max_tokens, temperature=req.temperature,
-                                       top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.n,
+                                       top_p=req.top_p, stop=tuple(req.stop), seed=req.seed, n=req.samples(),
                                        presence_penalty=req.presence_penalty,
                                        frequency_penalty=req.frequency_penalty,
                                        logprobs=logprobs, prompt_logprobs=prompt_logprobs,
@@ -153,6 +163,9 @@ class GenerationService:
             raise InvalidRequest(f"not supported by loramux: {', '.join(bad)}; leave it unset "
                                  "(/openapi.json lists the fields loramux takes)", param=bad[0])
         tools = ep.tools(req, self.engine)
+        if req.samples() < req.n or (req.samples() > req.n and req.stream):
+            raise InvalidRequest(f"best_of={req.samples()} must be at least n={req.n}, and more than n only "
+                                 "without stream (the best are known once all are done)", param="best_of")
         requests = self._requests(req, ep, ctx, tools)
         if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
             ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
@@ -161,7 +174,7 @@ class GenerationService:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             out = Chunks(ep.shape, req.model, include_usage)
             return self._stream(req.n, out, requests, ctx, echo, tools and ToolStream(tools, self.engine, out))
-        return await self._complete(req.n, ep.shape, req.model, requests, ctx, echo, tools)
+        return await self._complete(req, ep.shape, requests, ctx, echo, tools)
 
     # -- running them ---------------------------------------------------------------------
     async def _generate(self, request: GenerateRequest, ctx: RequestContext) -> AsyncIterator[GenerateChunk]:
@@ -188,20 +201,21 @@ class GenerationService:
             ctx.waited_for_slot(time.perf_counter() - waited)
             yield
 
-    async def _complete(self, n: int, shape: Shape, model: str, requests: list[GenerateRequest],
+    async def _complete(self, req: SamplingFields, shape: Shape, requests: list[GenerateRequest],
                         ctx: RequestContext, echo: list[str] | None, tools: Tools | None) -> dict:
         results = await asyncio.gather(*(self._collect(r, ctx) for r in requests))
-        choices, prompt_tokens, completion_tokens = [], 0, 0
+        choices, prompt_tokens, completion_tokens, n = [], 0, 0, req.n
+        shows_logprobs = req.logprob_counts()[0] is not None
         for k, (final, ptoks, prompt_lps) in enumerate(results):
             prompt_tokens += ptoks
-            for c in sorted(final.values(), key=lambda c: c.index):
-                completion_tokens += c.new_tokens
-                text, lps = _echoed(echo, k, prompt_lps, c.text, c.logprobs)
-                choice = shape.choice(k * n + c.index, text, c.finish_reason,
+            completion_tokens += sum(c.new_tokens for c in final.values())
+            for i, c in enumerate(_best(sorted(final.values(), key=lambda c: c.index), n)):
+                text, lps = _echoed(echo, k, prompt_lps, c.text, c.logprobs if shows_logprobs else None)
+                choice = shape.choice(k * n + i, text, c.finish_reason,
                                       None if lps is None else shape.logprobs(lps, 0))
                 choices.append(choice if tools is None else tools.choice(choice, text, self.engine))
         ctx.finished(prompt_tokens, completion_tokens)
-        return response(shape, model, choices, prompt_tokens, completion_tokens)
+        return response(shape, req.model, choices, prompt_tokens, completion_tokens)
 
     async def _collect(self, request: GenerateRequest, ctx: RequestContext):
         final, ptoks, prompt_lps = {}, len(request.prompt_token_ids), None

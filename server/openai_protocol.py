@@ -24,7 +24,7 @@ class StreamOptions(_Lenient):
 
 # OpenAI fields that change the answer and that loramux does not implement yet: refused with a
 # 400 naming the field rather than silently ignored. Value: the "off" values that are accepted.
-UNSUPPORTED = {"best_of": (None, 1), "suffix": (None, ""), "functions": (None, []), "function_call": (None, "none")}
+UNSUPPORTED = {"suffix": (None, ""), "functions": (None, []), "function_call": (None, "none")}
 # Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
 IGNORED = {"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
 
@@ -107,6 +107,10 @@ class SamplingFields(_Lenient):
         """(per completion token, per prompt token): how many alternatives the engine returns; None: none."""
         return None, None
 
+    def samples(self) -> int:
+        """Answers generated per prompt, of which `n` are returned."""
+        return self.n
+
     def unsupported(self) -> list[str]:
         """Fields loramux would otherwise silently ignore: unknown ones, and known ones it does not implement."""
         extra = self.model_extra or {}
@@ -130,6 +134,11 @@ class CompletionRequest(SamplingFields):
     """Per token: its log-probability and this many most likely alternatives."""
     echo: bool = False
     """Return the prompt before the completion, with the prompt tokens' log-probabilities when `logprobs` is set."""
+    best_of: Annotated[int, Field(ge=1, le=16)] | None = None
+    """Generate this many (at least `n`) and return the `n` with the highest log-probability per token; not with `stream`."""
+
+    def samples(self) -> int:
+        return self.best_of or self.n
 
     def logprob_counts(self) -> tuple[int | None, int | None]:
         return self.logprobs, self.logprobs if self.echo and self.logprobs is not None else None

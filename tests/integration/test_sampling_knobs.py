@@ -66,7 +66,7 @@ def test_repetition_penalty_top_k_and_min_p(client):
 
 
 @pytest.mark.parametrize("extra,param", [
-    ({"best_of": 2}, "best_of"),
+    ({"best_of": 2, "n": 3}, "best_of"),  # fewer than n
     ({"guided_json": {"type": "object"}}, "guided_json"),
     ({"typo_temprature": 0.5}, "typo_temprature"),
     ({"min_tokens": 9}, "min_tokens"),  # more than max_tokens
@@ -76,3 +76,15 @@ def test_what_loramux_does_not_take_is_a_400_naming_it(client, extra, param):
     with pytest.raises(BadRequestError) as err:
         client.completions.create(model="tiny", prompt="the cat sees", max_tokens=6, extra_body=extra)
     assert err.value.body["param"].split(".")[0] == param, err.value.body  # nested: logit_bias.x.[key]
+
+
+def test_best_of_returns_the_answers_likeliest_per_token(client):
+    """best_of=4, n=2 gives the two of the same four samples (same seed) with the highest mean logprob."""
+    kw = dict(model="acme/support", prompt="the cat sees", max_tokens=6, temperature=1.0, seed=11)
+    four = client.completions.create(n=4, logprobs=0, **kw).choices
+    assert len({c.text for c in four}) > 1  # the premise: the samples differ
+    mean = {c.text: sum(c.logprobs.token_logprobs) / len(c.logprobs.token_logprobs) for c in four}
+    best = client.completions.create(n=2, extra_body={"best_of": 4}, **kw)
+    assert [c.text for c in best.choices] == sorted(mean, key=mean.get, reverse=True)[:2]
+    assert [c.index for c in best.choices] == [0, 1] and best.choices[0].logprobs is None
+    assert best.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in four)  # all four were generated

@@ -191,7 +191,8 @@ def test_unexpected_engine_failure_is_a_clean_500_with_request_id(client: TestCl
     assert 'status="500"' in client.get("/metrics").text
 
 
-@pytest.mark.parametrize("field,value", [("best_of", 3), ("tools", [{"type": "function"}]), ("typo_field", 1)])
+@pytest.mark.parametrize("field,value", [("suffix", "end"), ("functions", [{"name": "f"}]),
+                                         ("typo_field", 1)])
 def test_unimplemented_options_are_refused_not_ignored(client: TestClient, field, value):
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "x", "max_tokens": 2, field: value})
     assert r.status_code == 400 and r.json()["error"]["param"] == field
@@ -212,3 +213,14 @@ def test_a_stream_that_fails_before_its_first_token_is_an_http_error(client, eng
     engine.healthy = False
     r = client.post("/v1/completions", json={"model": "tiny", "prompt": "hi", "max_tokens": 2, "stream": True})
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
+
+
+def test_best_of_returns_n_of_its_samples_and_counts_them_all(client: TestClient):
+    body = {"model": "tiny", "prompt": "x", "max_tokens": 3, "seed": 4}
+    r = client.post("/v1/completions", json={**body, "n": 2, "best_of": 5})
+    assert r.status_code == 200, r.text
+    assert [c["index"] for c in r.json()["choices"]] == [0, 1] and r.json()["usage"]["completion_tokens"] == 15
+    assert all(c["logprobs"] is None for c in r.json()["choices"])  # not asked for
+    for bad in ({"n": 3, "best_of": 2}, {"best_of": 2, "stream": True}):
+        r = client.post("/v1/completions", json={**body, **bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text
