@@ -127,8 +127,13 @@ def _model_args(server, model: str, endpoint: str) -> dict:
 @pytest.fixture(scope="module")
 def evaluate(server, tasks):
     """lm_eval.simple_evaluate over our tasks only (not the ~10k built-in ones the CLI indexes)."""
-    for key, value in OFFLINE.items():
-        os.environ.setdefault(key, value)
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in OFFLINE.items():
+            env.setenv(key, value)
+        yield _evaluator(server, tasks)
+
+
+def _evaluator(server, tasks):
     import lm_eval
     from lm_eval.tasks import TaskManager
 

