@@ -1,4 +1,5 @@
-"""The official `openai` client against the real server (vLLM engine): sync, async, streaming."""
+"""The official `openai` client against the real server (vLLM engine): sync, async, streaming, and
+`with_raw_response` / `with_streaming_response` (loramux's headers next to the typed objects)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,11 @@ import asyncio
 
 import httpx
 import pytest
-from openai import AsyncOpenAI, BadRequestError, NotFoundError, OpenAI
+from openai import AsyncOpenAI, AsyncStream, BadRequestError, NotFoundError, OpenAI, Stream
+from openai.types import Completion
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from loramux.adapters.manifest import content_hash
 
 from tests.lora_factory import PROBE
 
@@ -137,5 +142,59 @@ def test_server_timing_comes_from_the_engine(server):
         r = httpx.post(f"{server.url}/v1/completions", timeout=120, json={
             "model": "acme/support", "prompt": "The cat sees", "max_tokens": 4, "stream": stream})
         assert r.status_code == 200
-        timing = {k: float(v) for k, v in (p.split(";dur=") for p in r.headers["server-timing"].split(", "))}
+        timing = _timing(r.headers)
         assert {"resolve", "queue", "prefill"} <= set(timing) and timing["prefill"] > 0
+
+
+def _timing(headers) -> dict[str, float]:
+    return {k: float(v) for k, v in (p.split(";dur=") for p in headers["server-timing"].split(", "))}
+
+
+def test_raw_response_headers_and_parsed_objects(oai: OpenAI, server):
+    raw = oai.completions.with_raw_response.create(model="acme/support", prompt=PROBE, max_tokens=4, temperature=0)
+    assert raw.status_code == 200
+    assert raw.headers["x-loramux-adapter-version"] == content_hash(server.adapters["acme/support"])[:12]
+    assert _timing(raw.headers)["prefill"] > 0
+    completion = raw.parse()
+    assert isinstance(completion, Completion) and completion.model == "acme/support"
+    assert completion.usage.completion_tokens == 4
+    assert completion._request_id == raw.headers["x-request-id"]  # what openai-python logs and reports
+    plain = oai.completions.create(model="acme/support", prompt=PROBE, max_tokens=4, temperature=0)
+    assert completion.choices[0].text == plain.choices[0].text
+
+    base = oai.chat.completions.with_raw_response.create(model=server.base_name, max_tokens=3, temperature=0,
+                                                         messages=[{"role": "user", "content": "hi"}])
+    assert "x-loramux-adapter-version" not in base.headers and "server-timing" in base.headers
+    chat = base.parse()
+    assert isinstance(chat, ChatCompletion) and chat.choices[0].message.role == "assistant"
+
+
+def test_streaming_response_headers_come_before_the_tokens(oai: OpenAI, server):
+    msgs = [{"role": "user", "content": "Where is my order?"}]
+    full = oai.chat.completions.create(model="globex/sales", messages=msgs, max_tokens=8, temperature=0)
+    with oai.chat.completions.with_streaming_response.create(model="globex/sales", messages=msgs, max_tokens=8,
+                                                             temperature=0, stream=True) as response:
+        assert response.headers["x-loramux-adapter-version"] == content_hash(server.adapters["globex/sales"])[:12]
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert _timing(response.headers)["prefill"] > 0  # the first token's timing, sent with it
+        stream = response.parse()
+        assert isinstance(stream, Stream)
+        chunks = list(stream)
+    assert all(isinstance(c, ChatCompletionChunk) for c in chunks)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == full.choices[0].message.content
+
+
+def test_async_streaming_and_raw_response(server):
+    async def run():
+        async with AsyncOpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+            raw = await client.completions.with_raw_response.create(model="acme/legal", prompt=PROBE, max_tokens=6,
+                                                                    temperature=0)
+            stream = await client.completions.create(model="acme/legal", prompt=PROBE, max_tokens=6, temperature=0,
+                                                     stream=True, stream_options={"include_usage": True})
+            assert isinstance(stream, AsyncStream)
+            return raw, [chunk async for chunk in stream]
+    raw, chunks = asyncio.run(run())
+    assert raw.headers["x-loramux-adapter-version"] == content_hash(server.adapters["acme/legal"])[:12]
+    whole = raw.parse()
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens == 6
