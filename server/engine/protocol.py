@@ -125,6 +125,8 @@ class GenerateChunk:
 class Engine(Protocol):
     base_name: str
     max_model_len: int
+    vocab_size: int  # token ids a prompt may hold: [0, vocab_size)
+    bos_token_id: int | None  # what an empty prompt becomes; None: the tokenizer has none
 
     def encode(self, text: str) -> list[int]: ...
 

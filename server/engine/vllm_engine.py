@@ -76,6 +76,8 @@ class VLLMEngine:
         self._tokenizer = llm.get_tokenizer()
         self.base_name = cfg.served_name
         self.max_model_len = llm.model_config.max_model_len
+        self.bos_token_id = self._tokenizer.bos_token_id
+        self.vocab_size = llm.model_config.get_vocab_size()
         from vllm.exceptions import VLLMClientError
 
         self._client_error = VLLMClientError
