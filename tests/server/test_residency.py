@@ -180,7 +180,7 @@ def test_the_admin_api_lists_states_and_pins_by_name(tiny_base, registry):
         assert rows["t/a1"]["source"] == "registry" and rows["t/a1"]["in_flight"] == 0
 
         r = client.post("/v1/admin/adapters/pin", json={"name": "t/a3"}, headers=ADMIN)
-        assert r.status_code == 400 and "--max-loras" in r.json()["error"]["message"]  # a5 + a3 = every slot
+        assert r.status_code == 409 and "--max-loras" in r.json()["error"]["message"]  # a5 + a3 = every slot
         assert client.post("/v1/admin/adapters/unpin", json={"name": "t/a5"}, headers=ADMIN).status_code == 200
         r = client.post("/v1/admin/adapters/pin", json={"name": "t/a3"}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["version"] == registry["first"]["t/a3"].short_version
