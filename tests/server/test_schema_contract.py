@@ -15,8 +15,7 @@ from loramux.server.app import create_app
 from loramux.server.engine.fake import FakeEngine
 from loramux.server.settings import ServerSettings
 from tests.schema_fuzz import Served, config, fuzz
-
-from .conftest import ADMIN
+from tests.server.conftest import ADMIN
 
 ERRORS = {  # what each route can answer besides 200: the reason it is declared
     ("post", "/v1/completions"): {"400", "401", "404", "429", "500", "503"},
