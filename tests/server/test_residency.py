@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loramux.adapters.base_spec import BaseSpec
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import Conflict
 from loramux.adapters.registry import Resolver, publish
 from loramux.adapters.store import open_store
 from loramux.server.app import create_app
@@ -135,9 +135,9 @@ def test_pins_must_leave_a_slot_for_everyone_else(tiny_base, registry):
 
     async def run():
         await catalog.pin("t/a0")
-        with pytest.raises(InvalidRequest, match="larger --max-loras"):
+        with pytest.raises(Conflict, match="larger --max-loras"):
             await catalog.pin("t/a1")
-        with pytest.raises(InvalidRequest, match="not pinned"):
+        with pytest.raises(Conflict, match="not pinned"):
             await catalog.unpin("t/a1")
     asyncio.run(run())
 
