@@ -31,6 +31,14 @@ class InvalidRequest(LoramuxError):
     type = "invalid_request_error"
 
 
+class Forbidden(LoramuxError):
+    """The caller may not do this: a key without the right, or a path the server does not load from."""
+
+    status_code = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
 class NotFound(LoramuxError):
     """Unknown name. Also used for names the caller may not see: never reveals existence."""
 

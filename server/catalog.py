@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
-from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.errors import Forbidden, InvalidRequest, NotFound
 from loramux.adapters.manifest import Manifest
 from loramux.adapters.merge import MERGES, merge_adapters, merged_name
 from loramux.adapters.peft_format import CONFIG_FILE, read_config
@@ -312,7 +312,7 @@ class AdapterCatalog(ResidencyControl):
         for root in roots:
             if (real := within(Path(os.path.realpath(root)), path)) is not None:
                 return real
-        raise InvalidRequest(f"{path} is outside the folders this server loads adapters from; start it with "
+        raise Forbidden(f"{path} is outside the folders this server loads adapters from; start it with "
                              "--admin-path FOLDER (or serve that registry with --registry)", param="lora_path")
 
     def refresh(self) -> None:

@@ -124,8 +124,13 @@ class GenerationService:
         asked = req.max_completion_tokens or req.max_tokens
         out = []
         for i, ids in enumerate(ep.prompts(self.engine, req)):
+            if not ids and self.engine.bos_token_id is not None:  # "" as OpenAI takes it: from the start
+                ids = [self.engine.bos_token_id]
             if not ids:
-                raise InvalidRequest("The prompt is empty.", param=ep.prompt_param)
+                raise InvalidRequest("The prompt is empty and this model has no start token.", param=ep.prompt_param)
+            if any(not 0 <= t < self.engine.vocab_size for t in ids):
+                raise InvalidRequest(f"The prompt holds token ids outside this model's vocabulary "
+                                     f"[0, {self.engine.vocab_size}).", param=ep.prompt_param)
             if len(ids) >= limit:
                 raise InvalidRequest(f"The prompt is {len(ids)} tokens long; this model's context "
                                      f"is {limit} tokens. Shorten the prompt.", param=ep.prompt_param)

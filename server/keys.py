@@ -23,7 +23,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from loramux.adapters.errors import InvalidRequest, LoramuxError, NotFound
+from loramux.adapters.errors import Forbidden, InvalidRequest, LoramuxError, NotFound
 from loramux.adapters.names import AdapterRef, check_segment
 from loramux.adapters.store.local import write_atomic
 
@@ -37,10 +37,8 @@ class InvalidApiKey(LoramuxError):
     code = "invalid_api_key"
 
 
-class PermissionDenied(LoramuxError):
-    status_code = 403
-    type = "permission_error"
-    code = "permission_denied"
+class PermissionDenied(Forbidden):
+    """A live key that may not make this call (admin endpoints)."""
 
 
 class KeyRecord(BaseModel):

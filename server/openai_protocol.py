@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from loramux.adapters.merge import MERGES
+
 
 class _Lenient(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -27,6 +29,26 @@ class StreamOptions(_Lenient):
 UNSUPPORTED = {"suffix": (None, ""), "functions": (None, []), "function_call": (None, "none")}
 # Fields that never change the answer: accepted and ignored. Any other unknown field is a 400.
 IGNORED = {"store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier"}
+# Rules between fields that validators (or the engine) enforce, stated in the schema too: if -> then.
+IMPLIES = [({"temperature": {"type": "number", "exclusiveMaximum": 1e-5}},  # greedy sampling has one answer
+            {"properties": {"n": {"const": 1}}}),
+           ({"top_logprobs": {"type": "integer", "minimum": 1}},
+            {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]})]
+MergeName = Literal[tuple(MERGES)]
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+def _as_served(schema: dict[str, Any]) -> None:
+    """What the server takes, exactly: the fields it ignores, the unimplemented ones at their "off"
+    values, and no others (any other field is a 400); and the rules between fields it has."""
+    props = schema["properties"]
+    props.update({name: {} for name in IGNORED if name not in props})
+    props.update({name: {"enum": list(off)} for name, off in UNSUPPORTED.items() if name not in props})
+    schema["additionalProperties"] = False
+    rules = [{"if": {"properties": cond, "required": list(cond)}, "then": then}
+             for cond, then in IMPLIES if set(cond) | set(then["properties"]) <= set(props)]
+    if rules:
+        schema["allOf"] = rules
 
 
 def _json_schema(v: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -51,6 +73,11 @@ class JsonSchemaFormat(BaseModel):
 class ResponseFormat(BaseModel):
     """`text`, any JSON object (`json_object`), or JSON following `json_schema.schema`."""
 
+    model_config = ConfigDict(json_schema_extra={
+        "if": {"properties": {"type": {"const": "json_schema"}}},
+        "then": {"required": ["json_schema"], "properties": {"json_schema": {"type": "object"}}},
+        "else": {"properties": {"json_schema": {"type": "null"}}}})
+
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
 
@@ -67,23 +94,28 @@ class AdapterPart(BaseModel):
 
 
 class SamplingFields(_Lenient):
+    model_config = ConfigDict(extra="allow", json_schema_extra=_as_served)
+
     model: str
     adapters: list[AdapterPart] | None = None
     """loramux: serve the merge of these adapters (`extra_body`), built once per recipe."""
-    merge: str = "cat"
+    merge: MergeName = "cat"
     """loramux: how `adapters` (or `model: "T/A+T/B"`) combine: cat, linear, ties, dare_ties, dare_linear."""
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 1.0
     top_p: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
-    stop: Annotated[str | list[str] | None, Field(validate_default=True)] = None
+    stop: Annotated[Annotated[str, Field(min_length=1)] | Annotated[list[Annotated[str, Field(min_length=1)]],
+                                                                   Field(max_length=4)] | None,
+                    Field(validate_default=True)] = None
     seed: int | None = None
     n: Annotated[int, Field(ge=1, le=16)] = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
     frequency_penalty: Annotated[float, Field(ge=-2.0, le=2.0)] = 0.0
-    logit_bias: dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: Annotated[dict[int, Annotated[float, Field(ge=-100.0, le=100.0)]] | None,
+                          Field(json_schema_extra={"propertyNames": {"pattern": "^(0|[1-9][0-9]{0,8})$"}})] = None
     """Added to a token's logit before sampling, by token id (-100 bans it, 100 all but forces it)."""
     response_format: ResponseFormat | None = None
     """Constrain the answer to JSON: any object, or one following a JSON Schema (no free whitespace)."""
@@ -129,7 +161,8 @@ MAX_LOGPROBS = 20  # vLLM's default `max_logprobs`, and OpenAI's bound on chat's
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+    """Text, texts, token ids or lists of them; an empty text starts from the model's start token."""
     logprobs: Annotated[int, Field(ge=0, le=MAX_LOGPROBS)] | None = None
     """Per token: its log-probability and this many most likely alternatives."""
     echo: bool = False
@@ -142,13 +175,6 @@ class CompletionRequest(SamplingFields):
 
     def logprob_counts(self) -> tuple[int | None, int | None]:
         return self.logprobs, self.logprobs if self.echo and self.logprobs is not None else None
-
-    @field_validator("prompt")
-    @classmethod
-    def _non_empty(cls, v):
-        if isinstance(v, list) and not v:
-            raise ValueError("prompt must not be empty")
-        return v
 
 
 class FunctionDef(BaseModel):

@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter
 
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import Conflict
 from loramux.adapters.registry import Resolver
 
 from .engine.protocol import AdapterHandle, Engine
@@ -83,9 +83,9 @@ class ResidencyControl:
         handle = await self.acquire(name)
         try:
             if handle is None:
-                raise InvalidRequest(f"`{name}` is the base model; it is always loaded", param="name")
+                raise Conflict(f"`{name}` is the base model; it is always loaded", param="name")
             if len(self.residency.pins | {name}) >= self.settings.max_loras:
-                raise InvalidRequest(f"pinning {name} would hold every one of the {self.settings.max_loras} LoRA "
+                raise Conflict(f"pinning {name} would hold every one of the {self.settings.max_loras} LoRA "
                                      f"slots (pinned: {', '.join(sorted(self.residency.pins))}); unpin one, or "
                                      "start the server with a larger --max-loras", param="name")
             self.residency.pins.add(name)
@@ -96,7 +96,7 @@ class ResidencyControl:
 
     async def unpin(self, name: str) -> None:
         if name not in self.residency.pins:
-            raise InvalidRequest(f"`{name}` is not pinned; pinned: {', '.join(sorted(self.residency.pins)) or 'none'}",
+            raise Conflict(f"`{name}` is not pinned; pinned: {', '.join(sorted(self.residency.pins)) or 'none'}",
                                  param="name")
         self.residency.pins.discard(name)
         for entry in list(self.residency.loaded.values()):

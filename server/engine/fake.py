@@ -40,6 +40,7 @@ def _instance(schema: dict, word: str):
 
 class FakeEngine:
     vocab_size = 1000
+    bos_token_id = 1
 
     def __init__(self, base_name: str = "tiny", max_model_len: int = 128, max_loras: int = 4,
                  tool_parser: str | None = None) -> None:
@@ -81,7 +82,8 @@ class FakeEngine:
         """The chosen word holds half the probability, the other words share the rest evenly."""
         rest = math.log(0.5 / (len(_WORDS) - 1))
         ranked = [(f" {word}", math.log(0.5))] + [(f" {w}", rest) for w in _WORDS if w != word]
-        return TokenLogprob(_WORDS.index(word), f" {word}", math.log(0.5), tuple(ranked[:k]))
+        token = _WORDS.index(word) if word in _WORDS else len(_WORDS)  # a JSON answer's text is no word
+        return TokenLogprob(token, f" {word}", math.log(0.5), tuple(ranked[:k]))
 
     def _prompt_logprobs(self, ids, k: int) -> list[TokenLogprob]:
         """Token t after any other has logprob -(1 + t % 7 / 10); it leads its own top list."""

@@ -135,6 +135,8 @@ class Engine(Protocol):
     base_name: str
     max_model_len: int
     tool_parser: str | None  # finds tool calls in free answers (tool_choice "auto"); None: none configured
+    vocab_size: int  # token ids a prompt may hold: [0, vocab_size)
+    bos_token_id: int | None  # what an empty prompt becomes; None: the tokenizer has none
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -91,6 +91,8 @@ class VLLMEngine:
         self.max_model_len = llm.model_config.max_model_len
         self.tool_parser = cfg.tool_parser
         self._tool_parser_cls = tool_parser_class(cfg.tool_parser) if cfg.tool_parser else None
+        self.bos_token_id = self._tokenizer.bos_token_id
+        self.vocab_size = llm.model_config.get_vocab_size()
         from vllm.exceptions import VLLMClientError
 
         self._client_error = VLLMClientError

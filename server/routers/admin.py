@@ -15,9 +15,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import Conflict
 
 from ..catalog import AdapterCatalog
+from ..errors import error_responses
 from ..keys import InvalidApiKey, PermissionDenied
 from ..openai_protocol import AdapterNameRequest, LoadAdapterRequest, UnloadAdapterRequest
 from .deps import Catalog
@@ -43,6 +44,9 @@ def require_admin(request: Request, authorization: Annotated[str | None, Header(
 
 
 Admin = Annotated[None, Depends(require_admin)]
+# Admin refusals (401, 403), then what each call can meet: 404 unknown name, 409 the state refuses
+# (not pinned, every slot pinned, the base named), 503 the engine or the store.
+_ADMIN = (401, 403)
 
 
 async def _reload(catalog: AdapterCatalog, name: str):
@@ -51,11 +55,11 @@ async def _reload(catalog: AdapterCatalog, name: str):
     handle = await catalog.acquire(name)
     await catalog.release(handle)
     if handle is None:
-        raise InvalidRequest(f"`{name}` is the base model; name an adapter", param="name")
+        raise Conflict(f"`{name}` is the base model, always loaded; name an adapter", param="name")
     return handle
 
 
-@router.post("/v1/load_lora_adapter")
+@router.post("/v1/load_lora_adapter", responses=error_responses(*_ADMIN, 400, 404, 409, 503))
 async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
     if body.lora_path is not None:
         handle = await catalog.load(body.lora_name, catalog.admissible_path(Path(body.lora_path)))
@@ -64,31 +68,31 @@ async def load_adapter(body: LoadAdapterRequest, catalog: Catalog, _: Admin):
     return JSONResponse({"status": "loaded", "lora_name": body.lora_name, "version": handle.version[:12]})
 
 
-@router.post("/v1/unload_lora_adapter")
+@router.post("/v1/unload_lora_adapter", responses=error_responses(*_ADMIN, 400, 404))
 async def unload_adapter(body: UnloadAdapterRequest, catalog: Catalog, _: Admin):
     await catalog.unload(body.lora_name)
     return JSONResponse({"status": "unloaded", "lora_name": body.lora_name})
 
 
-@router.get("/v1/admin/adapters")
+@router.get("/v1/admin/adapters", responses=error_responses(*_ADMIN, 503))
 async def list_adapters(catalog: Catalog, _: Admin):
     """Every adapter this server can serve: version, state (device | host | store), pin, in-flight, load times."""
     return JSONResponse({"object": "list", "data": [asdict(row) for row in await catalog.states()]})
 
 
-@router.post("/v1/admin/adapters/pin")
+@router.post("/v1/admin/adapters/pin", responses=error_responses(*_ADMIN, 400, 404, 409, 503))
 async def pin_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
     handle = await catalog.pin(body.name)
     return JSONResponse({"status": "pinned", "name": body.name, "version": handle.version[:12]})
 
 
-@router.post("/v1/admin/adapters/unpin")
+@router.post("/v1/admin/adapters/unpin", responses=error_responses(*_ADMIN, 400, 409))
 async def unpin_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
     await catalog.unpin(body.name)
     return JSONResponse({"status": "unpinned", "name": body.name})
 
 
-@router.post("/v1/admin/adapters/reload")
+@router.post("/v1/admin/adapters/reload", responses=error_responses(*_ADMIN, 400, 404, 409, 503))
 async def reload_adapter(body: AdapterNameRequest, catalog: Catalog, _: Admin):
     handle = await _reload(catalog, body.name)
     return JSONResponse({"status": "loaded", "name": body.name, "version": handle.version[:12]})

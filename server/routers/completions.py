@@ -15,7 +15,7 @@ from loramux.adapters.store.base import not_found
 from ..catalog import AdapterCatalog
 from ..context import Ctx, RequestContext
 from ..engine.protocol import AdapterHandle
-from ..errors import sse_error
+from ..errors import error_responses, sse_error
 from ..generation import GenerationService
 from ..keys import KeyRecord
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -23,7 +23,10 @@ from ..quotas import Quotas
 from ..responses import DONE
 from .deps import Caller, Catalog, QuotasDep, Service
 
-router = APIRouter()
+# 200: JSON, or with `stream` server-sent events (`data: {chunk}` lines, then `data: [DONE]`)
+_EVENT = {"type": "object", "properties": {"data": {"type": "string"}}, "required": ["data"]}
+router = APIRouter(responses={200: {"content": {"text/event-stream": {"schema": _EVENT}}},
+                              **error_responses(400, 401, 404, 429, 503)})
 CLIENT_CLOSED = 499  # nginx's "client closed request": in metrics and logs, never sent
 VERSION_HEADER = "x-loramux-adapter-version"  # the first 12 hex digits of the version that answered
 

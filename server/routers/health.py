@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
 
+from ..errors import error_responses
 from .deps import EngineDep
 
 router = APIRouter()
 
 
-@router.get("/health")
-async def health(engine: EngineDep) -> Response:
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+@router.get("/health", responses=error_responses(503))
+async def health(engine: EngineDep) -> Health:
+    """Probes read the status code; the body says the same for people."""
     await engine.check_health()  # EngineUnavailable -> 503
-    return Response(status_code=200)
+    return Health()
 
 
-@router.get("/metrics")
-async def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+class PrometheusText(Response):
+    media_type = CONTENT_TYPE_LATEST
+
+
+@router.get("/metrics", response_class=PrometheusText, responses={
+    200: {"description": "Prometheus text: vLLM's `vllm:*` series and loramux's `loramux_*`.",
+          "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
+async def metrics(request: Request) -> PrometheusText:
+    return PrometheusText(request.app.state.metrics.render())

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from ..errors import error_responses
 from ..openai_protocol import ModelCard, ModelList
 from .deps import Caller, Catalog
 
 router = APIRouter()
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=error_responses(401, 503))  # 503: the store
 async def list_models(catalog: Catalog, caller: Caller) -> ModelList:
     """What this caller may use: an open server lists everything, a key only its grants."""
     base = catalog.base_name

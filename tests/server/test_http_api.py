@@ -163,7 +163,7 @@ def test_admin_loads_only_from_allowed_folders(client: TestClient, adapter_dir: 
     escape.symlink_to(outside)  # inside the allowed folder by name, outside by its real path
     for path in (outside, escape, Path("/etc")):
         r = client.post("/v1/load_lora_adapter", json={"lora_name": "initech/x", "lora_path": str(path)}, headers=auth)
-        assert r.status_code == 400 and r.json()["error"]["param"] == "lora_path" and "--admin-path" in r.text, path
+        assert r.status_code == 403 and r.json()["error"]["param"] == "lora_path" and "--admin-path" in r.text, path
 
 
 def test_no_500_on_client_mistakes(client: TestClient):

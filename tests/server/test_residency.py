@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from loramux.adapters.base_spec import BaseSpec
-from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.errors import Conflict
 from loramux.adapters.registry import Resolver, publish
 from loramux.adapters.store import open_store
 from loramux.server.app import create_app
@@ -135,9 +135,9 @@ def test_pins_must_leave_a_slot_for_everyone_else(tiny_base, registry):
 
     async def run():
         await catalog.pin("t/a0")
-        with pytest.raises(InvalidRequest, match="larger --max-loras"):
+        with pytest.raises(Conflict, match="larger --max-loras"):
             await catalog.pin("t/a1")
-        with pytest.raises(InvalidRequest, match="not pinned"):
+        with pytest.raises(Conflict, match="not pinned"):
             await catalog.unpin("t/a1")
     asyncio.run(run())
 
@@ -180,7 +180,7 @@ def test_the_admin_api_lists_states_and_pins_by_name(tiny_base, registry):
         assert rows["t/a1"]["source"] == "registry" and rows["t/a1"]["in_flight"] == 0
 
         r = client.post("/v1/admin/adapters/pin", json={"name": "t/a3"}, headers=ADMIN)
-        assert r.status_code == 400 and "--max-loras" in r.json()["error"]["message"]  # a5 + a3 = every slot
+        assert r.status_code == 409 and "--max-loras" in r.json()["error"]["message"]  # a5 + a3 = every slot
         assert client.post("/v1/admin/adapters/unpin", json={"name": "t/a5"}, headers=ADMIN).status_code == 200
         r = client.post("/v1/admin/adapters/pin", json={"name": "t/a3"}, headers=ADMIN)
         assert r.status_code == 200 and r.json()["version"] == registry["first"]["t/a3"].short_version
