@@ -32,6 +32,8 @@ IGNORED = {"store", "metadata", "service_tier", "prompt_cache_key", "safety_iden
 # Rules between fields that validators (or the engine) enforce, stated in the schema too: if -> then.
 IMPLIES = [({"temperature": {"type": "number", "exclusiveMaximum": 1e-5}},  # greedy sampling has one answer
             {"properties": {"n": {"const": 1}}}),
+           ({"temperature": {"type": "number", "exclusiveMaximum": 1e-5}},
+            {"properties": {"best_of": {"enum": [None, 1]}}}),
            ({"top_logprobs": {"type": "integer", "minimum": 1}},
             {"properties": {"logprobs": {"const": True}}, "required": ["logprobs"]})]
 MergeName = Literal[tuple(MERGES)]

@@ -67,9 +67,31 @@ def _bounded(body: dict, served: Served) -> dict:
         body["messages"] = [_message(m, served) for m in body["messages"][:3]]
     if isinstance(body.get("stop_token_ids"), list):
         body["stop_token_ids"] = [_token(t, served) for t in body["stop_token_ids"]]
+    if "tools" in body or "tool_choice" in body:
+        _tools(body)
+    if _int(body.get("best_of")):  # at least n; more than n only without stream
+        n = int(body["n"]) if _int(body.get("n")) else 1
+        body["best_of"] = n if body.get("stream") is True else max(int(body["best_of"]), n)
     if isinstance(body.get("logit_bias"), dict):
         body["logit_bias"] = {str(int(k) % served.vocab_size): v for k, v in body["logit_bias"].items()}
     return body
+
+
+def _tools(body: dict) -> None:
+    """Tools the request's tool_choice can use: unique names, the named one among them, at most two,
+    small argument schemas; `auto` (which needs a server's tool parser) becomes `required`."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)][:2]
+    body["tools"] = [{"type": "function", "function": {"name": f"f{i}", "parameters": {
+        "type": "object", "properties": {"x": {"type": "integer"}}}}} for i, _ in enumerate(tools)] or None
+    choice = body.get("tool_choice")
+    if not tools:
+        body["tool_choice"] = None
+    elif isinstance(choice, dict):
+        body["tool_choice"] = {"type": "function", "function": {"name": "f0"}}
+    elif choice in (None, "auto"):
+        body["tool_choice"] = "required"
+    if isinstance(body.get("tool_choice"), dict) or body.get("tool_choice") == "required":
+        body.pop("response_format", None)  # the answer is the calls
 
 
 def _token(t, served: Served):
@@ -86,6 +108,8 @@ def _prompt(p, served: Served):
 
 
 def _message(m, served: Served):
+    if isinstance(m, dict) and m.get("tool_calls"):  # a past call, short
+        m = {**m, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
     if isinstance(m, dict) and isinstance(m.get("content"), str):
         return {**m, "content": m["content"][:served.max_prompt_chars // 2]}
     if isinstance(m, dict) and isinstance(m.get("content"), list):

@@ -60,7 +60,7 @@ class FakeEngine:
         return "".join(map(chr, token_ids))
 
     def render_chat(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-        shown = f"<tools>{json.dumps(tools)}" if tools else ""
+        shown = "<tools>" + ",".join(t["function"]["name"] for t in tools) if tools else ""  # names: short
         calls = [json.dumps(m["tool_calls"]) if m.get("tool_calls") else "" for m in messages]
         return self.encode(shown + "".join(f"<{m['role']}>{m['content']}{c}" for m, c in zip(messages, calls))
                            + "<assistant>")
