@@ -20,7 +20,7 @@ from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
@@ -83,8 +83,9 @@ class Metrics:
                                          registry=r)
         self.latency = Histogram("loramux_request_duration_seconds", "End-to-end request latency.", per,
                                  buckets=_LATENCY_BUCKETS, registry=r)
-        self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first token (streamed or not).",
-                              per, buckets=_LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("loramux_time_to_first_token_seconds", "Time to first token (streamed or not), by "
+                              "start: cold (waited for its adapter to load) or warm.",
+                              [*per, "start"], buckets=_LATENCY_BUCKETS, registry=r)
         self.tpot = Histogram("loramux_time_per_output_token_seconds", "Time per output token after the first.",
                               per, buckets=_TOKEN_BUCKETS, registry=r)
         self.queue = Histogram("loramux_request_queue_seconds", "Time waiting for a batch slot: the adapter's "
@@ -108,6 +109,8 @@ class Metrics:
         self.quota_rejections = Counter("loramux_quota_rejections", "Requests refused by a key's quota, by "
                                         "tenant and limit (requests, tokens, in_flight).", ["tenant", "limit"],
                                         registry=r)
+        self.engine_healthy = Gauge("loramux_engine_healthy", "1 when the engine answered its health check at "
+                                    "this scrape, else 0 (the HTTP server can outlive a dead engine).", registry=r)
         self._load_hist = _LoadHistogram()  # vllm:lora_adapter_load_seconds, as PR #54830 names it
         r.register(_ResidencyCollector(self))
 
@@ -140,7 +143,7 @@ class Metrics:
         self._of(self.completion_tokens, adapter, *per).inc(outcome.completion_tokens)
         self._of(self.latency, adapter, *per).observe(outcome.seconds)
         ttft = outcome.ttft if outcome.ttft is not None else sum(outcome.phases.values())
-        self._of(self.ttft, adapter, *per).observe(ttft)
+        self._of(self.ttft, adapter, *per, "cold" if "load" in outcome.phases else "warm").observe(ttft)
         if outcome.completion_tokens > 1:
             self._of(self.tpot, adapter, *per).observe(max(outcome.seconds - ttft, 0.0) /
                                                        (outcome.completion_tokens - 1))

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 
+from ..engine.protocol import EngineUnavailable
 from ..errors import error_responses
 from .deps import EngineDep
 
@@ -32,5 +33,12 @@ class PrometheusText(Response):
 @router.get("/metrics", response_class=PrometheusText, responses={
     200: {"description": "Prometheus text: vLLM's `vllm:*` series and loramux's `loramux_*`.",
           "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}})
-async def metrics(request: Request) -> PrometheusText:
+async def metrics(request: Request, engine: EngineDep) -> PrometheusText:
+    """The engine's health is asked at each scrape, so an alert sees a dead engine behind a live server."""
+    try:
+        await engine.check_health()
+        healthy = 1
+    except EngineUnavailable:
+        healthy = 0
+    request.app.state.metrics.engine_healthy.set(healthy)
     return PrometheusText(request.app.state.metrics.render())

@@ -109,6 +109,11 @@ def test_http_reports_the_version_and_refuses_another_bases_adapter(tiny_base, r
         r = client.post("/v1/completions", json={"model": "acme/one", "prompt": "hi", "max_tokens": 2,
                                                  "user": "u1"})
         assert r.status_code == 200 and r.headers["x-loramux-adapter-version"] == registry["v1"].short_version
+        client.post("/v1/completions", json={"model": "acme/one", "prompt": "hi", "max_tokens": 2, "user": "u1"})
+        text = client.get("/metrics").text  # the first request waited for the load, the second did not
+        for start in ("cold", "warm"):
+            assert ('loramux_time_to_first_token_seconds_count{adapter="acme/one",endpoint="completions",'
+                    f'start="{start}",tenant="acme"}} 1.0') in text
         bad = client.post("/v1/completions", json={"model": "globex/other", "prompt": "hi", "max_tokens": 2})
         assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_adapter"
         assert "globex/other" in bad.json()["error"]["message"] and "Traceback" not in bad.text

@@ -111,9 +111,12 @@ def test_every_response_has_request_id(client: TestClient):
 
 def test_health_follows_engine(client: TestClient, engine: FakeEngine):
     assert client.get("/health").status_code == 200
+    assert "loramux_engine_healthy 1.0" in client.get("/metrics").text
     engine.healthy = False
     r = client.get("/health")
     assert r.status_code == 503 and r.json()["error"]["code"] == "engine_unavailable"
+    scrape = client.get("/metrics")  # the page still answers, and says the engine does not
+    assert scrape.status_code == 200 and "loramux_engine_healthy 0.0" in scrape.text
 
 
 def test_metrics_count_requests_and_tokens_per_adapter(client: TestClient, oai: OpenAI):
@@ -125,9 +128,12 @@ def test_metrics_count_requests_and_tokens_per_adapter(client: TestClient, oai: 
             f'version="{version}"}} 1.0') in text
     assert 'loramux_completion_tokens_total{adapter="acme/support",endpoint="completions",tenant="acme"} 4.0' in text
     assert 'status="400"' in text
-    for series in ("request_duration_seconds", "time_to_first_token_seconds", "time_per_output_token_seconds",
-                   "request_queue_seconds"):
+    for series in ("request_duration_seconds", "time_per_output_token_seconds", "request_queue_seconds"):
         assert f'loramux_{series}_count{{adapter="acme/support",endpoint="completions",tenant="acme"}} 1.0' in text
+    # the adapter was loaded at start: a warm start
+    assert ('loramux_time_to_first_token_seconds_count{adapter="acme/support",endpoint="completions",start="warm",'
+            'tenant="acme"} 1.0') in text
+    assert "loramux_engine_healthy 1.0" in text
     for phase in ("resolve", "queue", "prefill"):
         assert f'loramux_ttft_phase_seconds_count{{adapter="acme/support",phase="{phase}",tenant="acme"}} 1.0' in text
     assert 'loramux_adapter_resident' in text and "vllm:max_gpu_lora_adapters" in text
