@@ -124,8 +124,8 @@ TENANTS = {
 ADAPTERS = {
     "Residency": [
         P("Adapter versions by tier", [("sum by (tier) (loramux_resident_adapters)", "{{tier}}")], stack=True,
-              description="device: in a batch slot; host: loaded, in memory."),
-        P("Resident adapters", [(f'sum by (adapter, tier) (loramux_adapter_resident{{adapter=~"$adapter"}})',
+          description="device: in a batch slot; host: loaded, in memory."),
+        P("Resident adapters", [('sum by (adapter, tier) (loramux_adapter_resident{adapter=~"$adapter"})',
                                  "{{adapter}} {{tier}}")], stack=True),
     ],
     "Loads and evictions": [
