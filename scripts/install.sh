@@ -29,5 +29,23 @@ step "installing loramux[$EXTRAS] (vLLM, peft, trl, bitsandbytes, ...)" "${pip[@
 # match the CPU torch and break `import peft` / `import transformers`. Text models need none of them.
 $cpu && step "removing CUDA-only torchvision/torchaudio/torchcodec" \
   "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+# The test suite runs Prometheus 2.42 and promtool (tests/deploy, tests/integration); Debian's
+# `prometheus` package brings both. Only for the dev extra, and only when either is missing;
+# without root (or password-less sudo) and apt-get, say what to do instead of guessing.
+if [[ ,$EXTRAS, == *,dev,* ]] && ! { command -v prometheus && command -v promtool; } > /dev/null; then
+  apt=()
+  if ! command -v apt-get > /dev/null; then :
+  elif [[ $(id -u) == 0 ]]; then apt=(env DEBIAN_FRONTEND=noninteractive apt-get)
+  elif sudo -n true 2> /dev/null; then apt=(sudo -n env DEBIAN_FRONTEND=noninteractive apt-get)
+  fi
+  if (( ${#apt[@]} == 0 )); then
+    echo "install failed: the tests need prometheus and promtool on PATH. Install Debian's 'prometheus'" \
+      "package as root (apt-get install prometheus), or put both binaries on PATH, then re-run." >&2
+    exit 1
+  fi
+  step "updating apt's package lists" "${apt[@]}" update -qq
+  step "installing Prometheus and promtool (Debian's prometheus)" \
+    "${apt[@]}" install -y -qq --no-install-recommends prometheus
+fi
 step "checking imports" "$VENV/bin/python" -c "import torch, transformers, peft, trl, bitsandbytes, vllm, loramux.server"
 echo "==> loramux environment ready in $VENV"
