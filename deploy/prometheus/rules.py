@@ -6,7 +6,7 @@ page and the panel it points at always show the same number. Regenerate with
 `python -m deploy.prometheus.rules`; tests/deploy checks the committed file is current and
 runs `promtool check rules` and `promtool test rules` (rules_test.yml) on it.
 
-The scrape job is expected to be named `loramux` (deploy/README's Prometheus config).
+The Prometheus scrape job for loramux servers must be named `loramux` (JOB below).
 """
 
 from __future__ import annotations
