@@ -64,7 +64,8 @@ def test_the_server_reaches_the_bucket_seaweedfs_makes_with_credentials_it_accep
     assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) in keys
     bucket = env["REGISTRY"].removeprefix("s3://").split("/")[0]
     assert f"s3.bucket.create -name {bucket}'" in " ".join(services["bucket"]["entrypoint"])
-    assert env["LORAMUX_S3_ENDPOINT_URL"] == "http://seaweedfs:8333" and "-s3.port=8333" in services["seaweedfs"]["command"]
+    assert env["LORAMUX_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    assert "-s3.port=8333" in services["seaweedfs"]["command"]
     assert services["loramux"]["depends_on"]["bucket"]["condition"] == "service_completed_successfully"
 
 
@@ -74,6 +75,9 @@ def test_prometheus_scrapes_the_server_and_grafana_reads_prometheus():
     targets = {t for job in scrape for sc in job["static_configs"] for t in sc["targets"]}
     port = services["loramux"]["environment"]["PORT"]
     assert f"loramux:{port}" in targets and scrape[0]["metrics_path"] == "/metrics"
+    rules = yaml.safe_load((COMPOSE / "prometheus.yml").read_text())["rule_files"]
+    prometheus_mounts = dict(v.split(":")[:2] for v in services["prometheus"]["volumes"])
+    assert [str(Path(prometheus_mounts["../prometheus"]) / "*.yml")] == rules  # deploy/prometheus/rules.yml
     sources = yaml.safe_load((COMPOSE / "grafana-provisioning/datasources/prometheus.yml").read_text())["datasources"]
     assert [s["url"] for s in sources] == ["http://prometheus:9090"]
     (provider,) = yaml.safe_load((COMPOSE / "grafana-provisioning/dashboards/loramux.yml").read_text())["providers"]

@@ -126,8 +126,8 @@ def test_llm_d_pool_selects_the_servers_and_its_picker(rendered):
     assert {p["number"] for p in pool["targetPorts"]} <= ports
     picker = _one(objs, "Service", pool["endpointPickerRef"]["name"])
     assert pool["endpointPickerRef"]["port"]["number"] in {p["port"] for p in picker["spec"]["ports"]}
-    config = yaml.safe_load(next(iter(_one(objs, "ConfigMap", next(
-        o["metadata"]["name"] for o in objs if o["metadata"]["name"].startswith("loramux-epp-config")))["data"].values())))
+    (epp_config,) = [o for o in objs if o["metadata"]["name"].startswith("loramux-epp-config")]
+    config = yaml.safe_load(epp_config["data"]["epp-config.yaml"])
     scored = {p["pluginRef"] for p in config["schedulingProfiles"][0]["plugins"]}
     assert "lora-affinity-scorer" in scored and scored <= {p["type"] for p in config["plugins"]}
     for objective in (o for o in objs if o["kind"] == "InferenceObjective"):

@@ -129,7 +129,8 @@ def test_vllm_lora_flags_configure_the_same_settings(started, tiny_base: Path, t
     a, b = (random_lora(tiny_base, tmp_path / n, seed=i) for i, n in enumerate(("a", "b")))
     r = _serve("--base", str(tiny_base), "--served-name", "tiny", "--enable-lora", "--max-loras", "2",
                "--max-lora-rank", "8", "--max-cpu-loras", "3",
-               "--lora-modules", f"acme/a={a}", json.dumps({"name": "acme/b", "path": str(b), "base_model_name": "tiny"}),
+               "--lora-modules", f"acme/a={a}",
+               json.dumps({"name": "acme/b", "path": str(b), "base_model_name": "tiny"}),
                "--port", "9001")
     assert r.exit_code == 0, r.output
     (s,) = started
