@@ -137,6 +137,11 @@ def test_vllm_lora_flags_configure_the_same_settings(started, tiny_base: Path, t
     assert s.adapters == {"acme/a": a, "acme/b": b}
     assert (s.enable_lora, s.max_loras, s.max_lora_rank, s.max_cpu_loras, s.port) == (True, 2, 8, 3, 9001)
     assert _serve("--base", str(tiny_base), "--no-enable-lora").exit_code == 0 and started[1].enable_lora is False
+    from typer.testing import CliRunner
+
+    from loramux.cli import app as loramux  # the `loramux serve` users type reads them the same way
+    r = CliRunner().invoke(loramux, ["serve", "--base", str(tiny_base), "--lora-modules", f"acme/a={a}", f"acme/b={b}"])
+    assert r.exit_code == 0 and started[2].adapters == {"acme/a": a, "acme/b": b}, r.output
 
 
 @pytest.mark.parametrize("module, hint", [
