@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client import REGISTRY, Gauge
+from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.parser import text_string_to_metric_families
 
+from loramux.server import metrics
 from loramux.server.app import create_app
 from loramux.server.engine.fake import FakeEngine
 from loramux.server.settings import ServerSettings
@@ -82,16 +83,19 @@ def test_lora_requests_info_names_running_and_waiting_adapters_as_served(gated):
     assert _lora_info(client)[0]["running_lora_adapters"] == ""
 
 
-def test_vllm_engine_names_never_reach_the_router(client: TestClient):
-    """vLLM's own gauge names adapters `acme/support#3`; the page carries loramux's only."""
-    engine_gauge = Gauge("vllm:lora_requests_info", "Running stats on lora requests.",
-                         ["max_lora", "waiting_lora_adapters", "running_lora_adapters"], registry=REGISTRY)
-    try:
-        engine_gauge.labels("4", "", "acme/support#3").set_to_current_time()
-        (info,) = _lora_info(client)
-        assert "#" not in info["running_lora_adapters"] and info["max_lora"] == "4"
-    finally:
-        REGISTRY.unregister(engine_gauge)
+def test_vllm_engine_names_never_reach_the_router(client: TestClient, monkeypatch):
+    """vLLM's own gauge (in the process's default registry) names adapters `acme/support#3`; the page
+    carries loramux's only. A fresh registry stands in for the default one, which an engine started
+    earlier in this process may hold."""
+    engine_registry = CollectorRegistry()
+    Gauge("vllm:lora_requests_info", "Running stats on lora requests.",
+          ["max_lora", "waiting_lora_adapters", "running_lora_adapters"],
+          registry=engine_registry).labels("4", "", "acme/support#3").set_to_current_time()
+    Gauge("vllm:num_requests_waiting", "Requests waiting.", registry=engine_registry).set(2)
+    monkeypatch.setattr(metrics, "DEFAULT_REGISTRY", engine_registry)
+    (info,) = _lora_info(client)
+    assert "#" not in info["running_lora_adapters"] and info["max_lora"] == "4"
+    assert "vllm:num_requests_waiting 2.0" in client.get("/metrics").text  # the rest as vLLM states it
 
 
 def test_models_name_the_base_as_parent_of_every_adapter(client: TestClient):
