@@ -47,7 +47,7 @@ def test_only_the_engine_seam_imports_vllm():
 # engine knows no catalog, the catalog no HTTP, and shaping no generation.
 SERVER_LAYERS = [{"settings", "openai_protocol", "engine", "keys", "__init__"},
                  {"context", "responses", "residency", "admission", "quotas", "fairness", "slots"},
-                 {"residency_control"}, {"catalog", "generation", "metrics", "errors"}, {"middleware", "routers"}, {"app"}, {"cli"}]
+                 {"residency_control", "tool_calls"}, {"catalog", "generation", "metrics", "errors"}, {"middleware", "routers"}, {"app"}, {"cli"}]
 
 
 def _server_units(py: Path) -> set[str]:
