@@ -18,6 +18,7 @@ import click
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.exceptions import TyperException
 
 from .errors import LoramuxError
 
@@ -34,8 +35,8 @@ def cli_errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
-            raise  # typer's own exits and usage errors (bad flag values) print themselves
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, typer.Exit, TyperException):
+            raise  # typer's own exits and usage errors (bad flag values; typer vendors click) print themselves
         except LoramuxError as e:
             print_error(e.message)
             raise typer.Exit(2) from None

@@ -7,7 +7,7 @@ DEMO=${DEMO:-.demo}
 HOST=${HOST:-127.0.0.1}
 PORT=${PORT:-8000}
 BIN=${VENV:-.venv}/bin
-REGISTRY=$DEMO/registry
+REGISTRY=${REGISTRY:-$DEMO/registry}  # or s3://BUCKET/PREFIX (deploy/compose)
 
 if [[ ! -f $DEMO/base/config.json ]]; then
   echo "==> building the tiny offline base in $DEMO/base"

@@ -34,6 +34,16 @@ def _resolver(settings: ServerSettings) -> Resolver | None:
     return Resolver(StoreSettings.of(settings.registry).open(), ttl_s=settings.refresh_s)
 
 
+def _lora_requests(catalog: AdapterCatalog | None, slots: LoraSlots | None) -> tuple[set[str], set[str]]:
+    """Served adapter names with requests in the engine, and those waiting for a batch slot
+    (without fair share every held request counts as in the engine: vLLM's queue is its own)."""
+    held = catalog.held() if catalog is not None else {}
+    if slots is None:
+        return set(held.values()), set()
+    in_slot, waiting = slots.adapters()
+    return {held[i] for i in in_slot if i in held}, {held[i] for i in waiting if i in held}
+
+
 def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
     """The engine starts in the lifespan, inside the server's event loop, and is shut down
     with it; adapters named in `settings` are admitted and loaded before the first request."""
@@ -66,7 +76,9 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
     app.state.keyring = Keyring(settings.keys) if settings.keys is not None else None
     app.state.metrics = Metrics(settings.metrics_top_k, residency=lambda: (
         getattr(app.state, "catalog", None) and app.state.catalog.snapshot or [], settings.max_loras),
-        tenants=slots.tenants if slots is not None else None)
+        tenants=slots.tenants if slots is not None else None,
+        lora_requests=lambda: _lora_requests(getattr(app.state, "catalog", None), slots),
+        max_loras=settings.max_loras if settings.enable_lora else 0)
     app.state.quotas = Quotas(on_reject=app.state.metrics.quota_rejected)
     install_error_handlers(app)
 

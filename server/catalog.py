@@ -125,6 +125,11 @@ class AdapterCatalog(ResidencyControl):
             raise not_found(model)
         return handle
 
+    def held(self) -> dict[int, str]:
+        """Handle id -> served name, for every adapter version a request holds now (metrics)."""
+        handles = [e.handle for e in self.residency.loaded.values()] + list(self._retired.values())
+        return {h.id: h.name for h in handles if self._holds.get(h.id)}
+
     def served(self) -> list[AdapterHandle]:
         return sorted(self._served.values(), key=lambda h: h.name)
 

@@ -6,12 +6,14 @@ loramux.server.cli serve` runs it alone. Flags > `LORAMUX_*` env > ServerSetting
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from pydantic import ValidationError
 
@@ -39,15 +41,54 @@ def _flag(field: str) -> Any:
     return typer.Option(help=f"{info.description}{shown} [env: LORAMUX_{field.upper()}]", show_default=False)
 
 
-def _parse_adapters(values: list[str], store: StoreSettings) -> dict[str, Path]:
-    """`NAME=PATH` as given; a bare `TENANT/NAME[@VERSION|@ALIAS]` resolved in the registry."""
+class VllmSpellings(TyperCommand):
+    """Reads vLLM's `--lora-modules A B C` (one flag, many values) as `--lora-modules` repeated,
+    so a manifest written for `vllm serve` passes its arguments unchanged."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        spread, many = [], False
+        for arg in args:
+            if arg.startswith("-"):
+                many = arg == "--lora-modules"
+                if many:
+                    continue
+            elif many:
+                spread.append("--lora-modules")
+            spread.append(arg)
+        return super().parse_args(ctx, spread)
+
+
+def _explicit(value: str, base_name: str | None) -> tuple[str, Path] | None:
+    """`NAME=PATH`, or vLLM's JSON `{"name", "path", "base_model_name"}`: a name and its folder;
+    None for anything else (a registry name, or a mistake)."""
+    if value.lstrip().startswith("{"):
+        try:
+            spec = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise typer.BadParameter(f"{value!r} is not JSON ({exc.msg})", param_hint="--lora-modules") from None
+        extra = set(spec) - {"name", "path", "base_model_name"} if isinstance(spec, dict) else set()
+        if not isinstance(spec, dict) or extra or not all(isinstance(spec.get(k), str) for k in ("name", "path")):
+            raise typer.BadParameter(f'expected {{"name": ..., "path": ..., "base_model_name": ...}}, got {value}',
+                                     param_hint="--lora-modules")
+        parent = spec.get("base_model_name")
+        if parent is not None and base_name is not None and parent != base_name:
+            raise typer.BadParameter(f"{spec['name']}: base_model_name {parent!r} is not the served base "
+                                     f"{base_name!r}; drop it, or serve the base under that name (--served-name)",
+                                     param_hint="--lora-modules")
+        return spec["name"], Path(spec["path"])
+    name, sep, path = value.partition("=")
+    return (name, Path(path)) if sep and name and path else None
+
+
+def _parse_adapters(values: list[str], store: StoreSettings, base_name: str | None = None) -> dict[str, Path]:
+    """`NAME=PATH` (or vLLM's JSON form) as given; a bare `TENANT/NAME[@VERSION|@ALIAS]`
+    resolved in the registry."""
     from loramux.adapters.names import AdapterRef
 
     out, bad = {}, []
     for v in values:
-        name, sep, path = v.partition("=")
-        if sep and name and path:
-            out[name] = Path(path)
+        if (given := _explicit(v, base_name)) is not None:
+            out[given[0]] = given[1]
             continue
         try:
             AdapterRef.parse(v)
@@ -80,12 +121,14 @@ def _settings(given: dict[str, Any]) -> ServerSettings:
         raise InvalidRequest("invalid server settings:\n" + "\n".join(problems), param="settings") from None
 
 
-@app.command()
+@app.command(cls=VllmSpellings)
 def serve(
     base: Annotated[Path | None, _flag("base")] = None,
     adapter: Annotated[list[str] | None, typer.Option(
+        "--adapter", "--lora-modules",
         help="TENANT/ADAPTER=PATH, or TENANT/ADAPTER[@VERSION|@ALIAS] from the registry (checked at start); "
-             "repeatable.")] = None,
+             'repeatable. vLLM\'s spelling works too: --lora-modules NAME=PATH ... or \'{"name": ..., "path": ...}\'.'
+             )] = None,
     registry: Annotated[str | None, _flag("registry")] = None,
     refresh_s: Annotated[float | None, _flag("refresh_s")] = None,
     served_name: Annotated[str | None, _flag("served_name")] = None,
@@ -95,6 +138,7 @@ def serve(
     max_loras: Annotated[int | None, _flag("max_loras")] = None,
     max_lora_rank: Annotated[int | None, _flag("max_lora_rank")] = None,
     max_cpu_loras: Annotated[int | None, _flag("max_cpu_loras")] = None,
+    enable_lora: Annotated[bool | None, _flag("enable_lora")] = None,
     max_num_seqs: Annotated[int | None, _flag("max_num_seqs")] = None,
     fair_share: Annotated[bool | None, _flag("fair_share")] = None,
     tool_call_parser: Annotated[str | None, _flag("tool_call_parser")] = None,
@@ -116,11 +160,11 @@ def serve(
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
                  admin_paths=admin_path or None, keys=keys, metrics_top_k=metrics_top_k, pins=pin or None,
                  idle_s=idle_s, cache_gib=cache_gib, max_num_seqs=max_num_seqs, fair_share=fair_share,
-                 tool_call_parser=tool_call_parser)
+                 tool_call_parser=tool_call_parser, enable_lora=enable_lora)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
-    adapters = _parse_adapters(adapter or [], StoreSettings.of(settings.registry))
+    adapters = _parse_adapters(adapter or [], StoreSettings.of(settings.registry), settings.base_name)
     from .admission import admit_configured
 
     # every problem at once, before the engine starts; a LoramuxError is one line and exit 2
@@ -130,7 +174,8 @@ def serve(
         KeysFile.read(settings.keys)
     admit_configured(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))
     if settings.registry is not None:  # registry names are served on demand and follow their aliases
-        adapters = {n: p for n, p in adapters.items() if any(v.startswith(f"{n}=") for v in adapter or [])}
+        explicit = {given[0] for v in adapter or [] if (given := _explicit(v, None)) is not None}
+        adapters = {n: p for n, p in adapters.items() if n in explicit}
     run_server(settings.model_copy(update={"adapters": {**settings.adapters, **adapters}}))
 
 

@@ -8,8 +8,11 @@ busiest adapters (`--metrics-top-k`) keep their own label and the rest share `ot
 take a label, and one that falls out loses its series (its counts go on under `other`).
 
 Residency is read from the catalog's snapshot at scrape time, as loramux's own series and as
-the ones vLLM PR #54830 proposes (`vllm:lora_adapter_loaded`, ...), which routers such as
-llm-d's endpoint picker read. vLLM's own `vllm:*` series are served unchanged beside them.
+the ones vLLM PR #54830 proposes (`vllm:lora_adapter_loaded`, ...). vLLM's own `vllm:*` series
+are served unchanged beside them, except `vllm:lora_requests_info`: vLLM names adapters there
+by their engine names (`acme/support#3`, one per version), but routers (llm-d's endpoint picker,
+AIBrix) match its `running_lora_adapters` / `waiting_lora_adapters` against the request's
+`model`, so loramux states it itself, with served names, from the requests it holds.
 Kept in a registry per app (no import-time globals, so tests can build many apps).
 """
 
@@ -30,6 +33,7 @@ from .fairness import tenant_of
 from .residency import AdapterState, Source
 
 OTHER = "other"
+LORA_INFO = "vllm:lora_requests_info"  # vLLM's name and labels; the value: when it was stated (unix time)
 _LOAD_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28)
@@ -68,12 +72,15 @@ class AdapterLabels:
 
 class Metrics:
     def __init__(self, top_k: int = 50, residency: Callable[[], tuple[list[AdapterState], int]] | None = None,
-                 tenants: Callable[[], dict[tuple[str, str], int]] | None = None) -> None:
+                 tenants: Callable[[], dict[tuple[str, str], int]] | None = None,
+                 lora_requests: Callable[[], tuple[set[str], set[str]]] | None = None, max_loras: int = 0) -> None:
         self.registry = CollectorRegistry()
         self.labels = AdapterLabels(top_k, self._drop)
         self._series: defaultdict[str, set[tuple[MetricWrapperBase, tuple[str, ...]]]] = defaultdict(set)
         self.residency = residency  # the catalog's snapshot: rows and the number of batch slots
         self.tenants = tenants  # (tenant, state) -> requests waiting for a batch slot or in the engine
+        self.lora_requests = lora_requests  # served adapter names with requests (running, waiting)
+        self.max_loras = max_loras
         per = ["adapter", "tenant", "endpoint"]
         r = self.registry
         self.requests = Counter("loramux_requests", "Requests answered, by adapter version and HTTP status.",
@@ -170,7 +177,17 @@ class Metrics:
         self._of(self.adapter_evictions, self.labels(adapter, busy=False), source, reason).inc()
 
     def render(self) -> bytes:
-        return generate_latest(DEFAULT_REGISTRY) + generate_latest(self.registry)
+        return generate_latest(_Without(DEFAULT_REGISTRY, LORA_INFO)) + generate_latest(self.registry)
+
+
+class _Without:
+    """A registry's families less one: vLLM's `vllm:lora_requests_info`, which loramux states itself."""
+
+    def __init__(self, registry: CollectorRegistry, name: str) -> None:
+        self.registry, self.name = registry, name
+
+    def collect(self):
+        return (family for family in self.registry.collect() if family.name != self.name)
 
 
 class _LoadHistogram:
@@ -219,6 +236,12 @@ class _ResidencyCollector:
         for (tenant, state), n in sorted((self.metrics.tenants() if self.metrics.tenants else {}).items()):
             waiting.add_metric([tenant, state], n)
         yield waiting
+        running, waiting = self.metrics.lora_requests() if self.metrics.lora_requests else (set(), set())
+        info = GaugeMetricFamily(LORA_INFO, "Running stats on lora requests (served adapter names).",
+                                 labels=["max_lora", "running_lora_adapters", "waiting_lora_adapters"])
+        info.add_metric([str(self.metrics.max_loras), ",".join(sorted(running)), ",".join(sorted(waiting))],
+                        time.time())
+        yield info
         yield GaugeMetricFamily("vllm:num_gpu_loaded_lora_adapters", "Adapters in a batch slot (vLLM PR #54830).",
                                 value=count["device"])
         yield GaugeMetricFamily("vllm:max_gpu_lora_adapters", "Batch slots for adapters (vLLM PR #54830).",

@@ -38,7 +38,7 @@ class ServerSettings(BaseSettings):
     max_cpu_loras: int | None = Field(None, gt=0)
     """Adapters kept loaded in memory (LRU beyond this); defaults to max_loras."""
     enable_lora: bool = True
-    """Off (LORAMUX_ENABLE_LORA=0): the engine has no LoRA slots and serves the base only, as bare vLLM would; for measuring what LoRA costs."""
+    """On by default (vLLM's `--enable-lora` is accepted as is); off (--no-enable-lora, LORAMUX_ENABLE_LORA=0): the engine has no LoRA slots and serves the base only, as bare vLLM would; for measuring what LoRA costs."""
     max_num_seqs: int | None = Field(None, gt=0)
     """Requests the engine runs in one batch (vLLM's max_num_seqs; its default: 128 on CPU); more wait in its queue."""
     fair_share: bool = True

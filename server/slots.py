@@ -158,6 +158,10 @@ class LoraSlots:
         if needed and self._held:
             max(self._held.values(), key=lambda s: (per_tenant[s.tenant], -s.joined)).draining = True
 
+    def adapters(self) -> tuple[set[int], set[int]]:
+        """Adapter handle ids with requests in the engine (holding a slot), and ids waiting for one."""
+        return set(self._held), {w.adapter for w in self._waiting}
+
     def tenants(self) -> dict[tuple[str, str], int]:
         """(tenant, state) -> requests: `waiting_for_slot` here, `in_engine` (queued there or running)."""
         counts = {(t, "in_engine"): n for t, n in self._in_engine.items()}

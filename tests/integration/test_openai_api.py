@@ -113,6 +113,18 @@ def test_health_and_metrics(oai: OpenAI, server):
     assert "vllm:" in text  # the engine's own series
     assert 'loramux_completion_tokens_total{adapter="acme/support",endpoint="completions",tenant="acme"}' in text
     assert "loramux_time_to_first_token_seconds_bucket" in text
+    # what llm-d's endpoint picker, KServe and AIBrix read from a vLLM pod, from the real engine
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families = {}
+    for family in text_string_to_metric_families(text):
+        families.setdefault(family.name, []).append(family)
+    for name in ("vllm:num_requests_waiting", "vllm:num_requests_running", "vllm:kv_cache_usage_perc",
+                 "vllm:cache_config_info", "vllm:lora_requests_info"):
+        assert len(families.get(name, [])) == 1, f"{name}: {len(families.get(name, []))} families"
+    (info,) = families["vllm:lora_requests_info"][0].samples
+    assert "#" not in info.labels["running_lora_adapters"] + info.labels["waiting_lora_adapters"]
+    assert int(info.labels["max_lora"]) > 0
 
 
 def test_admin_load_validates_then_serves(oai: OpenAI, server, tmp_path):

@@ -3,6 +3,7 @@ and flags > `LORAMUX_*` environment > defaults, as a user sets them."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,35 @@ def test_pins_are_checked_before_the_engine_starts(started, tiny_base: Path, tmp
 def test_a_missing_keys_file_says_how_to_make_one(started, tiny_base: Path, tmp_path: Path):
     r = _serve("--base", str(tiny_base), "--keys", str(tmp_path / "keys.json"))
     assert r.exit_code == 2 and not started and "loramux keys create" in r.output, r.output
+
+
+def test_vllm_lora_flags_configure_the_same_settings(started, tiny_base: Path, tmp_path: Path):
+    """A manifest written for `vllm serve` keeps its LoRA arguments: `--lora-modules` with several
+    values after one flag, as NAME=PATH or JSON, and vLLM's `--enable-lora` / `--max-*` spellings."""
+    a, b = (random_lora(tiny_base, tmp_path / n, seed=i) for i, n in enumerate(("a", "b")))
+    r = _serve("--base", str(tiny_base), "--served-name", "tiny", "--enable-lora", "--max-loras", "2",
+               "--max-lora-rank", "8", "--max-cpu-loras", "3",
+               "--lora-modules", f"acme/a={a}",
+               json.dumps({"name": "acme/b", "path": str(b), "base_model_name": "tiny"}),
+               "--port", "9001")
+    assert r.exit_code == 0, r.output
+    (s,) = started
+    assert s.adapters == {"acme/a": a, "acme/b": b}
+    assert (s.enable_lora, s.max_loras, s.max_lora_rank, s.max_cpu_loras, s.port) == (True, 2, 8, 3, 9001)
+    assert _serve("--base", str(tiny_base), "--no-enable-lora").exit_code == 0 and started[1].enable_lora is False
+    from typer.testing import CliRunner
+
+    from loramux.cli import app as loramux  # the `loramux serve` users type reads them the same way
+    r = CliRunner().invoke(loramux, ["serve", "--base", str(tiny_base), "--lora-modules", f"acme/a={a}", f"acme/b={b}"])
+    assert r.exit_code == 0 and started[2].adapters == {"acme/a": a, "acme/b": b}, r.output
+
+
+@pytest.mark.parametrize("module, hint", [
+    ('{"name": "acme/a", "path": "/x", "base_model_name": "llama"}', "not the served base 'tiny'"),
+    ('{"name": "acme/a", "path": "/x", "revision": "main"}', '"base_model_name"'),
+    ('{"name": "acme/a"', "is not JSON"),
+])
+def test_bad_vllm_lora_modules_say_what_to_fix(started, tiny_base: Path, module: str, hint: str):
+    r = _serve("--base", str(tiny_base), "--served-name", "tiny", "--lora-modules", module)
+    assert r.exit_code == 2 and not started and "Traceback" not in r.output, r.output
+    assert "--lora-modules" in r.output and hint in r.output, r.output
