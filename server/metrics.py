@@ -62,9 +62,11 @@ class AdapterLabels:
         return OTHER
 
     def _rerank(self) -> None:
-        top = [a for a, _ in self._recent.most_common(self.k)]
-        kept = self.members & set(top)
-        new = kept | set([a for a in top if a not in kept][:self.k - len(kept)])
+        """The period's K busiest keep or take a label; a quiet member keeps its own while there is
+        room, so only a busier adapter takes a label away (a failing adapter's series stay)."""
+        busiest = [a for a, _ in self._recent.most_common(self.k)]
+        quiet = sorted(self.members - set(busiest))[:self.k - len(busiest)]
+        new = set(busiest) | set(quiet)
         for adapter in self.members - new:
             self.on_drop(adapter)
         self.members, self._recent, self._since = new, Tally(), time.monotonic()

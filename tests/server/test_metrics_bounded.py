@@ -61,3 +61,17 @@ def test_the_busiest_take_the_labels_and_the_quiet_give_theirs_up():
     labels("a")
     labels._rerank()  # the period ends: c and a were the busiest
     assert dropped == ["b"] and labels("b") == OTHER and labels("c") == "c" and labels("a") == "a"
+
+
+def test_a_quiet_adapter_keeps_its_label_while_there_is_room():
+    """Only a busier adapter takes a label away: one that failed to load and never served a request
+    keeps its series, so its failed-load count and alert do not move under `other`."""
+    dropped: list[str] = []
+    labels = AdapterLabels(3, dropped.append, period_s=3600)
+    assert labels("failing", busy=False) == "failing" and labels("a") == "a"
+    labels._rerank()  # only `a` was busy; there is room for all
+    assert dropped == [] and labels("failing", busy=False) == "failing"
+    for name in ("b", "c", "d"):
+        labels(name)
+    labels._rerank()  # three busier adapters: now it gives its label up
+    assert "failing" in dropped and labels("failing", busy=False) == OTHER
