@@ -83,14 +83,14 @@ def tool_parser_class(name: str):
 class VLLMEngine:
     """`Engine` over vLLM's AsyncLLM; an `AdapterHandle` is exactly a `LoRARequest`."""
 
-    def __init__(self, llm, cfg: EngineConfig) -> None:
+    def __init__(self, llm, cfg: EngineConfig, tool_parser_cls=None) -> None:
         self._llm = llm
         self._cfg = cfg
         self._tokenizer = llm.get_tokenizer()
         self.base_name = cfg.served_name
         self.max_model_len = llm.model_config.max_model_len
         self.tool_parser = cfg.tool_parser
-        self._tool_parser_cls = tool_parser_class(cfg.tool_parser) if cfg.tool_parser else None
+        self._tool_parser_cls = tool_parser_cls  # vLLM's class for cfg.tool_parser, looked up by start()
         self.bos_token_id = self._tokenizer.bos_token_id
         self.vocab_size = llm.model_config.get_vocab_size()
         from vllm.exceptions import VLLMClientError
@@ -100,8 +100,7 @@ class VLLMEngine:
     @classmethod
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         prepare_process(cfg)
-        if cfg.tool_parser:
-            tool_parser_class(cfg.tool_parser)  # a wrong name fails now, not after the engine's start
+        parser = tool_parser_class(cfg.tool_parser) if cfg.tool_parser else None  # a wrong name fails now
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -115,7 +114,7 @@ class VLLMEngine:
             # JSON answers without free whitespace (vLLM reads this per engine, not per request)
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
-        return cls(AsyncLLM.from_engine_args(args), cfg)
+        return cls(AsyncLLM.from_engine_args(args), cfg, parser)
 
     # -- tokenization -------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

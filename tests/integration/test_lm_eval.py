@@ -159,14 +159,20 @@ def scores() -> dict:
     print(f"\nlm-eval scores through loramux: {json.dumps(found, sort_keys=True)}", file=sys.stderr)
 
 
+def _scored(server, evaluate, scores: dict, model: str, task: str, metric: str) -> list[dict]:
+    """lm-eval's samples of `task` on `model`, its score noted: 1.0 for the base and 0.0 for the
+    adapter, as the targets are the base's answers."""
+    out = evaluate(model, task)
+    score = out["results"][task][f"{metric},none"]
+    scores[f"{task} {metric} {model}"] = score
+    assert score == (1.0 if model == server.base_name else 0.0)
+    return out["samples"][task]
+
+
 @pytest.mark.parametrize("model", ["tiny", ADAPTER])
 def test_loglikelihoods_are_the_served_models(server, peft, evaluate, scores, model):
     models, tok = peft
-    out = evaluate(model, "loramux_probe")
-    acc = out["results"]["loramux_probe"]["acc,none"]
-    scores[f"loramux_probe acc {model}"] = acc
-    assert acc == (1.0 if model == server.base_name else 0.0)
-    for sample in out["samples"]["loramux_probe"]:
+    for sample in _scored(server, evaluate, scores, model, "loramux_probe", "acc"):
         doc = sample["doc"]
         ids = tok.encode(doc["text"], add_special_tokens=False)
         best = _rows(models[model], ids)[-1]
@@ -178,11 +184,7 @@ def test_loglikelihoods_are_the_served_models(server, peft, evaluate, scores, mo
 
 @pytest.mark.parametrize("model", ["tiny", ADAPTER])
 def test_chat_generations_are_the_served_models(server, evaluate, scores, model):
-    out = evaluate(model, "loramux_chat")
-    em = out["results"]["loramux_chat"]["exact_match,none"]
-    scores[f"loramux_chat exact_match {model}"] = em
-    assert em == (1.0 if model == server.base_name else 0.0)
-    for sample in out["samples"]["loramux_chat"]:
+    for sample in _scored(server, evaluate, scores, model, "loramux_chat", "exact_match"):
         doc = sample["doc"]
         assert sample["resps"] == [[doc["answer"] if model == server.base_name else doc["adapter_answer"]]]
 
