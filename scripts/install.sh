@@ -4,7 +4,7 @@
 set -euo pipefail
 PY=${PY:-python3.11}
 VENV=${VENV:-.venv}
-EXTRAS=${EXTRAS:-cpu,train,dev}
+EXTRAS=${EXTRAS:-cpu,train,ray,dev}
 
 [[ -x $VENV/bin/python ]] || "$PY" -m venv "$VENV"
 log=$VENV/install.log

@@ -17,7 +17,7 @@ from .errors import install_error_handlers
 from .fairness import FairShare
 from .generation import GenerationService
 from .keys import Keyring
-from .quotas import Quotas
+from .quotas import QuotaBook, Quotas
 from .metrics import Metrics
 from .middleware import ContextMiddleware
 from .routers import admin, completions, health, models
@@ -27,7 +27,7 @@ from .slots import LoraSlots
 EngineFactory = Callable[[ServerSettings], Awaitable[Engine]]
 
 
-def _resolver(settings: ServerSettings) -> Resolver | None:
+def registry_resolver(settings: ServerSettings) -> Resolver | None:
     """The registry served on demand, when one is configured."""
     if settings.registry is None:
         return None
@@ -44,16 +44,19 @@ def _lora_requests(catalog: AdapterCatalog | None, slots: LoraSlots | None) -> t
     return {held[i] for i in in_slot if i in held}, {held[i] for i in waiting if i in held}
 
 
-def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastAPI:
+def create_app(settings: ServerSettings, engine_factory: EngineFactory,
+               quotas: Callable[[Callable[[str, str], None]], QuotaBook] = Quotas) -> FastAPI:
     """The engine starts in the lifespan, inside the server's event loop, and is shut down
-    with it; adapters named in `settings` are admitted and loaded before the first request."""
+    with it; adapters named in `settings` are admitted and loaded before the first request.
+    `quotas` builds the quota book from the metrics' rejection counter (a Ray replica's is the
+    cluster's)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         engine = await engine_factory(settings)
         policy = None
         try:
-            catalog = AdapterCatalog(engine, settings, _resolver(settings), events=app.state.metrics)
+            catalog = AdapterCatalog(engine, settings, registry_resolver(settings), events=app.state.metrics)
             for name, path in settings.adapters.items():
                 await catalog.load(name, path)
             for name in settings.pins:
@@ -79,7 +82,7 @@ def create_app(settings: ServerSettings, engine_factory: EngineFactory) -> FastA
         tenants=slots.tenants if slots is not None else None,
         lora_requests=lambda: _lora_requests(getattr(app.state, "catalog", None), slots),
         max_loras=settings.max_loras if settings.enable_lora else 0)
-    app.state.quotas = Quotas(on_reject=app.state.metrics.quota_rejected)
+    app.state.quotas = quotas(app.state.metrics.quota_rejected)
     install_error_handlers(app)
 
     app.add_middleware(ContextMiddleware, metrics=app.state.metrics)

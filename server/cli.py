@@ -7,7 +7,6 @@ loramux.server.cli serve` runs it alone. Flags > `LORAMUX_*` env > ServerSetting
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -142,6 +141,7 @@ def serve(
     max_num_seqs: Annotated[int | None, _flag("max_num_seqs")] = None,
     fair_share: Annotated[bool | None, _flag("fair_share")] = None,
     tool_call_parser: Annotated[str | None, _flag("tool_call_parser")] = None,
+    replicas: Annotated[int | None, _flag("replicas")] = None,
     dtype: Annotated[str | None, _flag("dtype")] = None,
     max_model_len: Annotated[int | None, _flag("max_model_len")] = None,
     host: Annotated[str | None, _flag("host")] = None,
@@ -160,7 +160,7 @@ def serve(
                  admin_key=admin_key, log_level=log_level, registry=registry, refresh_s=refresh_s,
                  admin_paths=admin_path or None, keys=keys, metrics_top_k=metrics_top_k, pins=pin or None,
                  idle_s=idle_s, cache_gib=cache_gib, max_num_seqs=max_num_seqs, fair_share=fair_share,
-                 tool_call_parser=tool_call_parser, enable_lora=enable_lora)
+                 tool_call_parser=tool_call_parser, enable_lora=enable_lora, replicas=replicas)
     settings = _settings(given)
     configure_logging(settings.log_level)
     # bare names resolve in the served registry, else in LORAMUX_STORE (or the default store)
@@ -180,26 +180,18 @@ def serve(
 
 
 def run_server(settings: ServerSettings) -> None:
-    """Start uvicorn over the app; the vLLM engine starts inside the app's lifespan."""
+    """Start uvicorn over the app (the vLLM engine starts inside the app's lifespan), or, with
+    `--replicas`, the Ray Serve application."""
+    if settings.replicas:
+        from .ray_serve import run_on_ray
+
+        return run_on_ray(settings)
     import uvicorn
 
     from .app import create_app
-    from .engine.vllm_engine import EngineConfig, VLLMEngine
+    from .engine_factory import start_vllm_engine
 
-    async def start_engine(s: ServerSettings):
-        started = time.perf_counter()
-        engine = VLLMEngine.start(EngineConfig(
-            base=s.base, served_name=s.base_name, max_loras=s.max_loras, max_lora_rank=s.max_lora_rank,
-            max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
-            progress_bars=s.log_level in ("debug", "info"), max_num_seqs=s.max_num_seqs, enable_lora=s.enable_lora,
-            scheduling_policy="priority" if s.fair_share else "fcfs", tool_parser=s.tool_call_parser))
-        served = f"{len(s.adapters)} adapter(s)" + (f" and the registry {s.registry}" if s.registry else "")
-        access = f"keys from {s.keys}" if s.keys else "open to every client (no --keys)"
-        err.print(f"engine ready in {time.perf_counter() - started:.1f}s; serving {s.base_name}, {served} "
-                  f"on http://{s.host}:{s.port}/v1; {access}", highlight=False)
-        return engine
-
-    uvicorn.run(create_app(settings, start_engine), host=settings.host, port=settings.port,
+    uvicorn.run(create_app(settings, start_vllm_engine), host=settings.host, port=settings.port,
                 log_level=settings.log_level, access_log=False,
                 timeout_keep_alive=settings.keep_alive_s)
 

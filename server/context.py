@@ -9,6 +9,7 @@ the response has been sent the middleware closes it into one `Outcome` that feed
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -18,6 +19,7 @@ from fastapi import Depends, Request
 from .engine.protocol import AdapterHandle
 
 SCOPE_KEY = "loramux.context"  # where the middleware puts it in the ASGI scope
+ADMISSION_KEY = "loramux.admission"  # the scope's admission id, set by a Ray ingress (never from a header)
 
 
 @dataclass(frozen=True)
@@ -42,13 +44,14 @@ class RequestContext:
     request_id: str
     endpoint: str | None  # None: not an endpoint we account for
     routing_key: str | None = None  # x-loramux-routing-key: which side of a canary split
+    admission: str = field(default_factory=lambda: uuid.uuid4().hex)  # quotas' key: same for a retry
     tenant: str | None = None  # whose key it came with (None: an open server)
     key_id: str | None = None  # the key's id, for logs; never the key
     started: float = field(default_factory=time.perf_counter)
     model: str | None = None
     adapter: AdapterHandle | None = None
     release: Callable[[], Awaitable[None]] | None = None  # gives the adapter back when the response is done
-    reserve: Callable[[int], None] | None = None  # claims a request's tokens against its key's quota
+    reserve: Callable[[int], Awaitable[None]] | None = None  # claims a request's tokens against its key's quota
     headers: Callable[[], dict[str, str]] | None = None  # extra response headers, read as the response starts
     on_close: list[Callable[[RequestContext], None]] = field(default_factory=list)
     error: str | None = None

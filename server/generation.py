@@ -173,7 +173,7 @@ class GenerationService:
                                  "without stream (the best are known once all are done)", param="best_of")
         requests = self._requests(req, ep, ctx, tools)
         if ctx.reserve is not None:  # the key's token budget: prompt plus what each choice may add
-            ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
+            await ctx.reserve(sum(len(r.prompt_token_ids) + r.sampling.max_tokens * r.sampling.n for r in requests))
         echo = ep.echo(self.engine, req)
         if req.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)

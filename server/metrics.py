@@ -25,8 +25,9 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import REGISTRY as DEFAULT_REGISTRY
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.parser import text_string_to_metric_families
 
 from .context import Outcome
 from .fairness import tenant_of
@@ -180,6 +181,26 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(_Without(DEFAULT_REGISTRY, LORA_INFO)) + generate_latest(self.registry)
+
+
+def merge_replicas(texts: dict[str, bytes]) -> bytes:
+    """Replicas' metrics texts as one exposition, each series labelled `replica`: sums over
+    replicas are the cluster's, and each family is stated once."""
+    families: dict[str, Metric] = {}
+    for replica, text in sorted(texts.items()):
+        for family in text_string_to_metric_families(text.decode()):
+            into = families.setdefault(family.name, Metric(family.name, family.documentation, family.type,
+                                                           family.unit))
+            into.samples += [s._replace(labels={**s.labels, "replica": replica}) for s in family.samples]
+    return generate_latest(_Families(list(families.values())))
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self):
+        return self.families
 
 
 class _Without:

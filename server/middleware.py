@@ -10,7 +10,7 @@ import json
 import logging
 import uuid
 
-from .context import SCOPE_KEY, RequestContext
+from .context import ADMISSION_KEY, SCOPE_KEY, RequestContext
 from .metrics import Metrics
 from .openai_protocol import error_body
 
@@ -33,6 +33,8 @@ class ContextMiddleware:
         rid = headers.get(b"x-request-id", b"").decode("latin-1") or uuid.uuid4().hex
         key = headers.get(ROUTING_KEY, b"").decode("latin-1") or None
         ctx = scope[SCOPE_KEY] = RequestContext(rid, COUNTED.get(scope["path"]), routing_key=key)
+        if ADMISSION_KEY in scope:  # a retry of a request another replica had taken counts once
+            ctx.admission = scope[ADMISSION_KEY]
         status, started = 500, False
 
         async def send_with_id(message):

@@ -6,6 +6,11 @@ a request knows its size (its prompt, plus `max_tokens` for each choice, as Open
 against TPM) and settled to what it really used when it ends. Every response to a limited key
 carries `x-ratelimit-{limit,remaining,reset}-{requests,tokens}`, remaining counted after that
 request, so the official client's own retry waits the right time on a 429.
+
+Everything is keyed by the request's admission id, so one book can serve many replicas (one Ray
+actor holds it: the `QuotaBook` methods are async for that): a request retried on another
+replica after its first one died is admitted again for free, and `abandon` frees what a dead
+replica held.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from loramux.adapters.errors import LoramuxError
 
@@ -48,15 +54,17 @@ def _duration(seconds: float) -> str:
 
 @dataclass
 class _Usage:
-    requests: deque[float] = field(default_factory=deque)  # admission times in the window
+    requests: deque[tuple[float, str]] = field(default_factory=deque)  # (time, admission id) in the window
     tokens: deque[list] = field(default_factory=deque)  # [time, tokens] reservations, settled in place
-    in_flight: int = 0
+    in_flight: set[str] = field(default_factory=set)  # admission ids
+    reserved: dict[str, list] = field(default_factory=dict)  # admission id -> its entry in `tokens`
 
     def expire(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - WINDOW_S:
+        while self.requests and self.requests[0][0] <= now - WINDOW_S:
             self.requests.popleft()
         while self.tokens and self.tokens[0][0] <= now - WINDOW_S:
             self.tokens.popleft()
+        self.reserved = {a: e for a, e in self.reserved.items() if e[0] > now - WINDOW_S}
 
     def tokens_used(self) -> int:
         return sum(t for _, t in self.tokens)
@@ -69,6 +77,15 @@ class _Usage:
             if used + need <= limit:
                 return max(at + WINDOW_S - now, 0.001)
         return WINDOW_S
+
+
+class QuotaBook(Protocol):
+    """What the routers ask of quotas: `Quotas` in one process, a Ray actor's book across replicas."""
+
+    async def admit(self, key: KeyRecord, admission: str) -> None: ...
+    async def reserve(self, key: KeyRecord, admission: str, tokens: int) -> None: ...
+    def finish(self, key: KeyRecord, admission: str, used_tokens: int | None) -> None: ...
+    def headers(self, key: KeyRecord) -> dict[str, str]: ...
 
 
 class Quotas:
@@ -87,26 +104,33 @@ class Quotas:
         usage.expire(time.monotonic())
         return usage
 
-    def admit(self, key: KeyRecord) -> None:
-        """Count one request, or QuotaExceeded (requests per minute, in flight)."""
+    async def admit(self, key: KeyRecord, admission: str) -> None:
+        """Count one request, or QuotaExceeded (requests per minute, in flight); an admission id
+        already counted in the window (a retry) is not counted twice."""
         usage, now = self._of(key), time.monotonic()
-        if key.max_inflight is not None and usage.in_flight >= key.max_inflight:
+        if admission in usage.in_flight or any(a == admission for _, a in usage.requests):
+            usage.in_flight.add(admission)
+            return
+        if key.max_inflight is not None and len(usage.in_flight) >= key.max_inflight:
             raise self._reject(key, QuotaExceeded(
                 f"Rate limit reached for key {key.id} ({key.tenant}) on requests in flight: limit "
                 f"{key.max_inflight}. Retry when one finishes.", limit="in_flight", retry_after_s=1.0))
         if key.rpm is not None and len(usage.requests) >= key.rpm:
-            wait = usage.requests[0] + WINDOW_S - now
+            wait = usage.requests[0][0] + WINDOW_S - now
             raise self._reject(key, QuotaExceeded(
                 f"Rate limit reached for key {key.id} ({key.tenant}) on requests per min (RPM): limit "
                 f"{key.rpm}. Please try again in {_duration(wait)}.", limit="requests", retry_after_s=wait))
-        usage.requests.append(now)
-        usage.in_flight += 1
+        usage.requests.append((now, admission))
+        usage.in_flight.add(admission)
 
-    def reserve(self, key: KeyRecord, tokens: int) -> list | None:
-        """Hold `tokens` of the minute's budget for a request; QuotaExceeded if they do not fit."""
+    async def reserve(self, key: KeyRecord, admission: str, tokens: int) -> None:
+        """Hold `tokens` of the minute's budget for a request; QuotaExceeded if they do not fit.
+        A retry's reservation replaces its first one."""
         if key.tpm is None:
-            return None
+            return
         usage, now = self._of(key), time.monotonic()
+        if (earlier := usage.reserved.pop(admission, None)) is not None:
+            earlier[1] = 0
         if tokens > key.tpm:
             raise self._reject(key, QuotaExceeded(
                 f"Request too large for key {key.id} ({key.tenant}) on tokens per min (TPM): limit {key.tpm}, "
@@ -120,22 +144,29 @@ class Quotas:
                 limit="tokens", retry_after_s=wait))
         entry = [now, tokens]
         usage.tokens.append(entry)
-        return entry
+        usage.reserved[admission] = entry
 
-    def finish(self, key: KeyRecord, reservation: list | None, used_tokens: int | None) -> None:
-        """The request ended: free its in-flight place; settle its reservation to what it used."""
+    def finish(self, key: KeyRecord, admission: str, used_tokens: int | None) -> None:
+        """The request ended: free its in-flight place; settle its reservation to what it used
+        (None: unknown, the reservation stands)."""
         usage = self._usage.get(key.id)
         if usage is None:
             return
-        usage.in_flight = max(usage.in_flight - 1, 0)
-        if reservation is not None and used_tokens is not None:
-            reservation[1] = min(reservation[1], used_tokens)
+        usage.in_flight.discard(admission)
+        entry = usage.reserved.get(admission)
+        if entry is not None and used_tokens is not None:
+            entry[1] = min(entry[1], used_tokens)
+
+    def abandon(self, admission: str) -> None:
+        """Its replica died with it: free its in-flight place (a retry admits it again for free)."""
+        for usage in self._usage.values():
+            usage.in_flight.discard(admission)
 
     def headers(self, key: KeyRecord) -> dict[str, str]:
         """OpenAI's rate-limit headers for a limited key, after the request being answered."""
         usage, now, out = self._of(key), time.monotonic(), {}
         if key.rpm is not None:
-            reset = usage.requests[0] + WINDOW_S - now if usage.requests else 0.0
+            reset = usage.requests[0][0] + WINDOW_S - now if usage.requests else 0.0
             out |= {"x-ratelimit-limit-requests": str(key.rpm),
                     "x-ratelimit-remaining-requests": str(max(key.rpm - len(usage.requests), 0)),
                     "x-ratelimit-reset-requests": _duration(max(reset, 0.0))}

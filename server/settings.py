@@ -53,6 +53,8 @@ class ServerSettings(BaseSettings):
     """Interface to listen on."""
     port: int = Field(8000, ge=0, le=65535)
     """Port to listen on."""
+    replicas: int | None = Field(None, gt=0)
+    """Serve from this many replicas on Ray Serve (each with its own engine; requests for an adapter go to a replica that holds it), joining the Ray cluster at RAY_ADDRESS or starting one here. Unset: one process, no Ray."""
     keep_alive_s: float = Field(75.0, gt=0)
     """Seconds an idle client connection stays open: longer than client pools (5 s) and load balancers' idle timeouts (60 s), so the server never closes a connection just as a client reuses it."""
     keys: Path | None = None

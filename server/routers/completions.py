@@ -19,7 +19,7 @@ from ..errors import error_responses, sse_error
 from ..generation import GenerationService
 from ..keys import KeyRecord
 from ..openai_protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
-from ..quotas import Quotas
+from ..quotas import QuotaBook
 from ..responses import DONE
 from .deps import Caller, Catalog, QuotasDep, Service
 
@@ -40,25 +40,24 @@ async def _guarded(lines: AsyncIterator[str]) -> AsyncIterator[str]:
         yield DONE
 
 
-def _admit(req: SamplingFields, parts: list[tuple[str, float]] | None, caller: KeyRecord, base_name: str,
-           ctx: RequestContext, quotas: Quotas) -> None:
+async def _admit(req: SamplingFields, parts: list[tuple[str, float]] | None, caller: KeyRecord, base_name: str,
+                 ctx: RequestContext, quotas: QuotaBook) -> None:
     """A name the key may not use is the 404 of a name that exists nowhere; then its quotas."""
     for name in [n for n, _ in parts] if parts else req.model.split("+"):
         if not caller.may_use(name, base_name):
             raise not_found(name)
-    quotas.admit(caller)
-    reservation: list = []
-    ctx.reserve = lambda tokens: reservation.append(quotas.reserve(caller, tokens))
-    ctx.on_close.append(lambda c: quotas.finish(caller, reservation[0] if reservation else None,
+    await quotas.admit(caller, ctx.admission)
+    ctx.reserve = lambda tokens: quotas.reserve(caller, ctx.admission, tokens)
+    ctx.on_close.append(lambda c: quotas.finish(caller, c.admission,
                                                 c.prompt_tokens + c.completion_tokens if c.generated else None))
 
 
 async def _answer(request: Request, req: SamplingFields, ctx: RequestContext, caller: KeyRecord | None,
-                  quotas: Quotas, catalog: AdapterCatalog, service: GenerationService):
+                  quotas: QuotaBook, catalog: AdapterCatalog, service: GenerationService):
     # 404 first; unknown names never become labels. The handle is held until the response is done.
     parts = [(a.name, a.weight) for a in req.adapters] if req.adapters else None
     if caller is not None:
-        _admit(req, parts, caller, catalog.base_name, ctx, quotas)
+        await _admit(req, parts, caller, catalog.base_name, ctx, quotas)
     started = time.perf_counter()
     handle = await catalog.acquire(req.model, ctx.routing_key or req.user, parts=parts, merge=req.merge,
                                    phases=ctx.phases)

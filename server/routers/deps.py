@@ -11,7 +11,7 @@ from ..engine.protocol import Engine
 from ..context import request_context
 from ..generation import GenerationService
 from ..keys import KeyRecord
-from ..quotas import Quotas
+from ..quotas import QuotaBook
 
 
 def _catalog(request: Request) -> AdapterCatalog:
@@ -35,17 +35,17 @@ def _caller(request: Request, authorization: Annotated[str | None, Header()] = N
     ctx = request_context(request)
     ctx.tenant, ctx.key_id = record.tenant, record.id
     if record.rpm or record.tpm:  # every answer to a limited key says where it stands
-        quotas: Quotas = request.app.state.quotas
+        quotas: QuotaBook = request.app.state.quotas
         ctx.headers = lambda: quotas.headers(record)
     return record
 
 
 Caller = Annotated[KeyRecord | None, Depends(_caller)]
-def _quotas(request: Request) -> Quotas:
+def _quotas(request: Request) -> QuotaBook:
     return request.app.state.quotas
 
 
 Catalog = Annotated[AdapterCatalog, Depends(_catalog)]
-QuotasDep = Annotated[Quotas, Depends(_quotas)]
+QuotasDep = Annotated[QuotaBook, Depends(_quotas)]
 Service = Annotated[GenerationService, Depends(_service)]
 EngineDep = Annotated[Engine, Depends(_engine)]
