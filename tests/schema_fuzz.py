@@ -64,7 +64,7 @@ def _bounded(body: dict, served: Served) -> dict:
     if "prompt" in body:
         body["prompt"] = _prompt(body["prompt"], served)
     if isinstance(body.get("messages"), list):
-        body["messages"] = [_message(m, served) for m in body["messages"][:3]]
+        body["messages"] = [_message(m, served) for m in body["messages"][:2]]
     if isinstance(body.get("stop_token_ids"), list):
         body["stop_token_ids"] = [_token(t, served) for t in body["stop_token_ids"]]
     if "tools" in body or "tool_choice" in body:
@@ -78,9 +78,10 @@ def _bounded(body: dict, served: Served) -> dict:
 
 
 def _tools(body: dict) -> None:
-    """Tools the request's tool_choice can use: unique names, the named one among them, at most two,
-    small argument schemas; `auto` (which needs a server's tool parser) becomes `required`."""
-    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)][:2]
+    """Tools the request's tool_choice can use: one at most (a chat template prints it into the
+    prompt), a small argument schema, the named one it; `auto` (which needs a server's tool
+    parser) becomes `required`."""
+    tools = [t for t in body.get("tools") or [] if isinstance(t, dict)][:1]
     body["tools"] = [{"type": "function", "function": {"name": f"f{i}", "parameters": {
         "type": "object", "properties": {"x": {"type": "integer"}}}}} for i, _ in enumerate(tools)] or None
     choice = body.get("tool_choice")
@@ -107,14 +108,31 @@ def _prompt(p, served: Served):
     return p
 
 
+MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id")
+PART_FIELDS = ("type", "text", "image_url")
+
+
+def _few_tokens(text: str, n: int) -> str:
+    """At most `n` characters, each one byte (a rare character is several byte-level tokens)."""
+    return text[:n].encode("ascii", "replace").decode()
+
+
 def _message(m, served: Served):
-    if isinstance(m, dict) and m.get("tool_calls"):  # a past call, short
-        m = {**m, "tool_calls": [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
-    if isinstance(m, dict) and isinstance(m.get("content"), str):
-        return {**m, "content": m["content"][:served.max_prompt_chars // 2]}
-    if isinstance(m, dict) and isinstance(m.get("content"), list):
-        return {**m, "content": [{**part, "text": part["text"][:8]} if isinstance(part, dict)
-                                 and isinstance(part.get("text"), str) else part for part in m["content"][:2]]}
+    """A message's own fields, short (extra fields the schema allows are dropped: a chat template
+    may print them, and two messages, the template and a tool must fit the context)."""
+    if not isinstance(m, dict):
+        return m
+    m = {k: v for k, v in m.items() if k in MESSAGE_FIELDS}
+    if m.get("tool_calls"):  # a past call, short
+        m["tool_calls"] = [{"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
+    for key in ("name", "tool_call_id"):
+        if isinstance(m.get(key), str):
+            m[key] = _few_tokens(m[key], 8)
+    if isinstance(m.get("content"), str):
+        m["content"] = _few_tokens(m["content"], served.max_prompt_chars // 2)
+    elif isinstance(m.get("content"), list):
+        m["content"] = [{k: _few_tokens(v, 8) if k == "text" and isinstance(v, str) else v for k, v in part.items()
+                         if k in PART_FIELDS} if isinstance(part, dict) else part for part in m["content"][:2]]
     return m
 
 

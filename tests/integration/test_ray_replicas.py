@@ -200,20 +200,16 @@ def test_greedy_answers_equal_one_process(cluster, single):
     assert _answers(cluster.url, cluster.keys["acme"]) == single
 
 
-def test_an_alias_move_reaches_every_replica_within_the_refresh(cluster):
+def test_an_alias_move_reaches_the_cluster_within_the_refresh(cluster):
     from loramux.adapters.base_spec import BaseSpec
     from loramux.adapters.registry import publish
 
     path = random_lora(cluster.base, cluster.root / "src" / "a0-v2", seed=991)
-    new = publish(cluster.store, path, tenant="acme", name="a0", base=BaseSpec.from_dir(cluster.base, "tiny"))
+    new = publish(cluster.store, path, tenant="acme", name="a0", base=BaseSpec.from_dir(cluster.base, "tiny")).manifest
     cluster.store.set_alias(new.ref, "prod")
     time.sleep(2.5)  # --refresh-s 1, on the ingress and on each replica
-    versions, replicas = set(), set()
-    for _ in range(6):
-        r = cluster.post("acme/a0")
-        versions.add(r.headers["x-loramux-adapter-version"])
-        replicas.add(r.headers[REPLICA])
-    assert versions == {new.version[:12]}
+    versions = {cluster.post("acme/a0").headers["x-loramux-adapter-version"] for _ in range(6)}
+    assert versions == {new.short_version}
 
 
 def test_a_replica_killed_mid_load_loses_no_request_and_comes_back(cluster):
@@ -224,10 +220,10 @@ def test_a_replica_killed_mid_load_loses_no_request_and_comes_back(cluster):
     async def load():
         async with httpx.AsyncClient(timeout=300) as c:
             tasks = [asyncio.create_task(c.post(f"{cluster.url}/v1/completions", json={
-                "model": models[i % len(models)], "prompt": PROBE, "max_tokens": 48, "ignore_eos": True,
+                "model": models[i % len(models)], "prompt": PROBE, "max_tokens": 100, "ignore_eos": True,
                 "temperature": 0}, headers={"authorization": f"Bearer {cluster.keys['acme']}"}))
                 for i in range(20)]
-            await asyncio.sleep(2)
+            await asyncio.sleep(0.5)  # all sent, none can be done: 100 tokens take over a second here
             before[0].send_signal(signal.SIGKILL)
             return await asyncio.gather(*tasks)
 

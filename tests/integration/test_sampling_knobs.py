@@ -9,7 +9,9 @@ from openai import BadRequestError, OpenAI
 
 pytestmark = pytest.mark.integration
 
-REPEATS = "the robot opens the red box"  # the tiny base answers it by repeating one word
+# prompts to find one whose greedy answer from the tiny base says some word twice
+CANDIDATES = ("the robot opens the red box", "the cat sees", "the robot", "my friend builds a small boat",
+              "Q: Where is my order? A:")
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +58,16 @@ def test_stop_token_ids_min_tokens_and_ignore_eos(client, tok):
 
 
 def test_repetition_penalty_top_k_and_min_p(client):
-    plain = _complete(client, REPEATS, max_tokens=8).text
-    assert len(set(plain.split())) <= 2, plain  # the premise: the base repeats itself here
-    assert _complete(client, REPEATS, max_tokens=8, repetition_penalty=2.0).text != plain
+    answers = {p: _complete(client, p, max_tokens=12).text for p in CANDIDATES}
+    repeats = [p for p, text in answers.items() if len(set(text.split())) < len(text.split())]
+    assert repeats, answers  # the premise: on some prompt the base says a word twice
+    prompt, plain = repeats[0], answers[repeats[0]]
+    # the largest penalty halves a said token's logit: the repeat does not come again
+    assert _complete(client, prompt, max_tokens=12, repetition_penalty=2.0).text != plain
     # one candidate left: sampling at temperature 1 gives the greedy answer, whatever the seed
     for seed in (1, 2):
-        assert _complete(client, REPEATS, max_tokens=8, temperature=1.0, seed=seed, top_k=1).text == plain
-        assert _complete(client, REPEATS, max_tokens=8, temperature=1.0, seed=seed, min_p=1.0).text == plain
+        assert _complete(client, prompt, max_tokens=12, temperature=1.0, seed=seed, top_k=1).text == plain
+        assert _complete(client, prompt, max_tokens=12, temperature=1.0, seed=seed, min_p=1.0).text == plain
 
 
 @pytest.mark.parametrize("extra,param", [
