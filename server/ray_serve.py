@@ -108,7 +108,7 @@ def _replica_deployment(settings: ServerSettings):
             self._pushing.cancel()
             await self._lifespan.__aexit__(None, None, None)
 
-    return serve.deployment(Replica, name="Replica", ray_actor_options={"num_cpus": 1},
+    return serve.deployment(Replica, name="Replica",
                             # one engine batch each; beyond it Ray's router spills a hot adapter to another replica
                             max_ongoing_requests=settings.max_num_seqs or 128,
                             health_check_period_s=10, health_check_timeout_s=30)
@@ -165,9 +165,11 @@ class Ingress:
                         headers={"retry-after": "1"})
 
 
-def build(settings: ServerSettings, book):
-    """The bound application: the ingress over `settings.replicas` engine replicas."""
-    replica = _replica_deployment(settings).options(num_replicas=settings.replicas)
+def build(settings: ServerSettings, book, gpus: float = 0):
+    """The bound application: the ingress over `settings.replicas` engine replicas, each on
+    `gpus` GPUs (none: one CPU)."""
+    resources = {"num_cpus": 1, "num_gpus": gpus}
+    replica = _replica_deployment(settings).options(num_replicas=settings.replicas, ray_actor_options=resources)
     return Ingress.bind(replica.bind(settings, book), book, settings)
 
 
@@ -179,6 +181,7 @@ def run_on_ray(settings: ServerSettings) -> None:
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")  # Ray's logs stay in its session folder
     # Ray's token auth stays on (its default); its notice that it is on is nothing to act on
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its progress notes; ours is the line below
     local = not os.environ.get("RAY_ADDRESS")
     ray.init(address=None if local else os.environ["RAY_ADDRESS"], include_dashboard=False,
              num_cpus=max(os.cpu_count() or 1, settings.replicas) if local else None,
@@ -188,7 +191,8 @@ def run_on_ray(settings: ServerSettings) -> None:
         serve.start(http_options={"host": settings.host, "port": settings.port,
                                   "keep_alive_timeout_s": int(settings.keep_alive_s)})
         book = ray.remote(ClusterBook).options(name=BOOK, num_cpus=0, get_if_exists=True).remote()
-        serve.run(build(settings, book), name=APP, route_prefix="/", blocking=False)
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) else 0  # vLLM's CUDA build: a GPU per replica
+        serve.run(build(settings, book, gpus), name=APP, route_prefix="/", blocking=False)
         cluster = ("a local Ray (its logs: /tmp/ray/session_latest/logs)" if local
                    else f"the Ray cluster at {os.environ['RAY_ADDRESS']}")
         Console(stderr=True).print(f"serving {settings.base_name} on http://{settings.host}:{settings.port}/v1 from "
@@ -196,5 +200,5 @@ def run_on_ray(settings: ServerSettings) -> None:
         while True:
             time.sleep(3600)
     finally:
-        serve.shutdown()
+        serve.delete(APP)  # replicas shut their engines down; then Ray itself, quietly
         ray.shutdown()

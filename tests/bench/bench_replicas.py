@@ -129,7 +129,7 @@ def main() -> None:
         table.add_row(label, f"{len(lat) / wall:.2f}", f"{tokens / wall:.1f}", f"{q[49]:.2f}", f"{q[98]:.2f}",
                       f"{tokens / wall / ref:.2f}x", f"{_hit_rate(landed):.0%}" if "Ray" in label else "-",
                       str(len(Counter(r for _, r in landed))))
-    Console().print(table)
+    Console(width=140).print(table)
     two, one = rows["2 replicas (Ray)"], rows["1 replica (Ray)"]
     Console().print(f"2 replicas / 1 replica throughput: {(two[2] / two[0]) / (one[2] / one[0]):.2f}x")
 
