@@ -153,3 +153,13 @@ def test_bad_vllm_lora_modules_say_what_to_fix(started, tiny_base: Path, module:
     r = _serve("--base", str(tiny_base), "--served-name", "tiny", "--lora-modules", module)
     assert r.exit_code == 2 and not started and "Traceback" not in r.output, r.output
     assert "--lora-modules" in r.output and hint in r.output, r.output
+
+
+def test_replicas_is_a_flag_and_an_env_var_and_must_be_positive(started, monkeypatch, tiny_base: Path):
+    assert _serve("--base", str(tiny_base)).exit_code == 0  # unset: one process, no Ray
+    assert _serve("--base", str(tiny_base), "--replicas", "2").exit_code == 0
+    monkeypatch.setenv("LORAMUX_REPLICAS", "3")
+    assert _serve("--base", str(tiny_base)).exit_code == 0
+    assert [s.replicas for s in started] == [None, 2, 3]
+    r = _serve("--base", str(tiny_base), "--replicas", "0")
+    assert r.exit_code == 2 and "--replicas" in r.output and "Traceback" not in r.output, r.output
