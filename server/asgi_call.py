@@ -63,9 +63,6 @@ async def asgi_call(app, call: HttpCall, extra_headers: list[tuple[bytes, bytes]
                 break
         await task  # an exception the app let out reaches the caller
     finally:
-        gone.set()
-        if not task.done():
-            try:
-                await asyncio.wait_for(task, timeout=5)
-            except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                task.cancel()
+        gone.set()  # the app sees the client leave, and ends within a few seconds or is cancelled
+        if not task.done() and not (await asyncio.wait({task}, timeout=5))[0]:
+            task.cancel()
