@@ -55,24 +55,26 @@ def _duration(seconds: float) -> str:
 @dataclass
 class _Usage:
     requests: deque[tuple[float, str]] = field(default_factory=deque)  # (time, admission id) in the window
-    tokens: deque[list] = field(default_factory=deque)  # [time, tokens] reservations, settled in place
-    in_flight: set[str] = field(default_factory=set)  # admission ids
+    counted: set[str] = field(default_factory=set)  # the admission ids in `requests`
+    tokens: deque[list] = field(default_factory=deque)  # [time, tokens, admission id], settled in place
     reserved: dict[str, list] = field(default_factory=dict)  # admission id -> its entry in `tokens`
+    in_flight: set[str] = field(default_factory=set)  # admission ids
 
     def expire(self, now: float) -> None:
         while self.requests and self.requests[0][0] <= now - WINDOW_S:
-            self.requests.popleft()
+            self.counted.discard(self.requests.popleft()[1])
         while self.tokens and self.tokens[0][0] <= now - WINDOW_S:
-            self.tokens.popleft()
-        self.reserved = {a: e for a, e in self.reserved.items() if e[0] > now - WINDOW_S}
+            entry = self.tokens.popleft()
+            if self.reserved.get(entry[2]) is entry:
+                del self.reserved[entry[2]]
 
     def tokens_used(self) -> int:
-        return sum(t for _, t in self.tokens)
+        return sum(entry[1] for entry in self.tokens)
 
     def tokens_free_in(self, need: int, limit: int, now: float) -> float:
         """Seconds until `need` more tokens fit under `limit` (reservations leave oldest first)."""
         used = self.tokens_used()
-        for at, t in self.tokens:
+        for at, t, _ in self.tokens:
             used -= t
             if used + need <= limit:
                 return max(at + WINDOW_S - now, 0.001)
@@ -108,7 +110,7 @@ class Quotas:
         """Count one request, or QuotaExceeded (requests per minute, in flight); an admission id
         already counted in the window (a retry) is not counted twice."""
         usage, now = self._of(key), time.monotonic()
-        if admission in usage.in_flight or any(a == admission for _, a in usage.requests):
+        if admission in usage.in_flight or admission in usage.counted:
             usage.in_flight.add(admission)
             return
         if key.max_inflight is not None and len(usage.in_flight) >= key.max_inflight:
@@ -121,6 +123,7 @@ class Quotas:
                 f"Rate limit reached for key {key.id} ({key.tenant}) on requests per min (RPM): limit "
                 f"{key.rpm}. Please try again in {_duration(wait)}.", limit="requests", retry_after_s=wait))
         usage.requests.append((now, admission))
+        usage.counted.add(admission)
         usage.in_flight.add(admission)
 
     async def reserve(self, key: KeyRecord, admission: str, tokens: int) -> None:
@@ -142,7 +145,7 @@ class Quotas:
                 f"Rate limit reached for key {key.id} ({key.tenant}) on tokens per min (TPM): limit {key.tpm}, "
                 f"used {usage.tokens_used()}, requested {tokens}. Please try again in {_duration(wait)}.",
                 limit="tokens", retry_after_s=wait))
-        entry = [now, tokens]
+        entry = [now, tokens, admission]
         usage.tokens.append(entry)
         usage.reserved[admission] = entry
 
