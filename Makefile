@@ -8,13 +8,17 @@ DEMO ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test test-unit test-readme bench clean
+.PHONY: install lock serve test test-unit test-readme bench clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml scripts/install.sh
+$(STAMP): pyproject.toml locks/cpu.txt scripts/install.sh
 	PY=$(PY) VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
+
+# Recompile locks/*.txt after editing dependencies in pyproject.toml; UPGRADE=NAME (or all) moves pins.
+lock:
+	VENV=$(VENV) UPGRADE=$(UPGRADE) bash scripts/lock.sh
 
 serve: install
 	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) bash scripts/demo.sh

