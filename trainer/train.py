@@ -93,7 +93,8 @@ def sft_args(cfg: TrainConfig, params_total: int, extra: dict):
         per_device_train_batch_size=t.batch_size, gradient_accumulation_steps=t.grad_accum,
         learning_rate=t.learning_rate, lr_scheduler_type=t.lr_scheduler, warmup_steps=t.warmup,  # < 1: a ratio (transformers 5)
         weight_decay=t.weight_decay, max_length=t.max_length, packing=t.packing,
-        assistant_only_loss=t.completion_only_loss, gradient_checkpointing=checkpointing, bf16=bf16,
+        assistant_only_loss=False,  # the masks come with the data (chat_masks.py): TRL must not re-template
+        gradient_checkpointing=checkpointing, bf16=bf16,
         seed=t.seed, data_seed=t.seed, logging_steps=t.logging_steps, save_total_limit=t.save_total_limit,
         report_to=["tensorboard"], neftune_noise_alpha=t.neftune_noise_alpha,
         disable_tqdm=True, include_num_input_tokens_seen="non_padding", use_cpu=not has_cuda(),
@@ -134,10 +135,20 @@ def _best_eval(state) -> dict | None:
     return next((e for e in state.log_history if e.get("step") == step and "eval_loss" in e), None)
 
 
-def _dataset(examples):
+def _dataset(rows: list[dict]):
     from datasets import Dataset
 
-    return Dataset.from_list([{"messages": e.messages} for e in examples])
+    return Dataset.from_list(rows)
+
+
+def tokenized(cfg: TrainConfig, splits: Splits, tokenizer) -> tuple[list[dict], list[dict]]:
+    """Train and eval rows, tokenized with the base's own chat template and masked here (chat_masks.py), so
+    TRL needs no `{% generation %}` markers; a template that cannot be masked fails before the model loads."""
+    from loramux.trainer.chat_masks import tokenize
+
+    only = cfg.training.completion_only_loss
+    return (tokenize(tokenizer, [e.messages for e in splits.train], assistant_only=only),
+            tokenize(tokenizer, [e.messages for e in splits.eval], assistant_only=only))
 
 
 def quiet() -> None:
@@ -174,6 +185,7 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     quiet()
     set_seed(cfg.training.seed)
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+    train_rows, eval_rows = tokenized(cfg, splits, tokenizer)
     cfg = resolve(cfg, len(splits.train))
     loaded = METHODS[cfg.method].load(cfg)
     total = sum(p.numel() for p in loaded.model.parameters())
@@ -187,8 +199,8 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     if cfg.training.early_stopping_patience:
         callbacks.append(EarlyStopping(cfg.training.early_stopping_patience, MIN_GAIN, cfg.eval.metric))
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
-        trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(splits.train),
-                             eval_dataset=_dataset(splits.eval), processing_class=tokenizer,
+        trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(train_rows),
+                             eval_dataset=_dataset(eval_rows), processing_class=tokenizer,
                              peft_config=loaded.peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces transformers' printing
     length = RunLength(run_length(trainer, cfg), console)
