@@ -46,7 +46,7 @@ class ServerSettings(BaseSettings):
     tool_call_parser: str | None = None
     """vLLM's tool parser for this base's tool-call format (hermes, llama3_json, mistral, ...): enables tool_choice auto."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    """Compute dtype: auto, float32, bfloat16, float16."""
+    """Compute dtype: auto, float32, bfloat16, float16. auto: on CPU bfloat16 only where the CPU has native bf16 (AVX512-BF16, AMX), else float32; on GPU vLLM's choice; the start line says which and why."""
     max_model_len: int | None = Field(None, gt=0)
     """Context length; defaults to the base's."""
     host: str = "127.0.0.1"

@@ -117,14 +117,16 @@ def merge(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the merged model.")],
     base: Annotated[Path | None, typer.Option(help="16-bit base folder; default: the adapter's recorded base.")] = None,
     registry: StoreOpt = None,
-    dtype: Annotated[str, typer.Option(help="float32 | bfloat16 | float16")] = "float32",
+    dtype: Annotated[str, typer.Option(help="auto (the base's own dtype) | float32 | bfloat16 | float16")] = "auto",
 ) -> None:
     """Write base + adapter merged into one model folder (safetensors, config, tokenizer)."""
     from loramux.adapters.settings import StoreSettings
     from loramux.trainer.merge import merge as run
 
+    from loramux.adapters.hardware import checkpoint_dtype
+
     path = run(adapter, out_dir, base=base, store=StoreSettings.of(registry), dtype=dtype)
-    out.print(f"merged model: {path}")
+    out.print(f"merged model: {path} ({checkpoint_dtype(path)})")
 
 
 @app.command()

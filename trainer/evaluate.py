@@ -1,8 +1,10 @@
 """Held-out scores: greedy generation against reference answers, and a forgetting score.
 
-Always evaluates a freshly loaded 16-bit (fp32 on CPU) model: the base alone, or the base
-with the saved adapter, which is exactly what the server will run. This also keeps any
-no-grad forward off a 4-bit training model (the bitsandbytes CPU trap, see methods.py).
+Always evaluates a freshly loaded unquantized model: the base alone, or the base with the
+saved adapter, which is exactly what the server will run, in the dtype the server's `auto`
+picks on this CPU (bf16 only with native bf16, else fp32; see loramux.adapters.hardware).
+This also keeps any no-grad forward off a 4-bit training model (the bitsandbytes CPU trap,
+see methods.py). The adapter's files, and so its manifest's dtype, are what training wrote.
 """
 
 from __future__ import annotations
@@ -24,17 +26,30 @@ METRICS: dict[str, Callable[[str, str], float]] = {
 }
 
 
-def load_model(base: Path, adapter: Path | None = None, full: Path | None = None):
-    """fp32 model for evaluation: the base, the base + a LoRA adapter, or a fully tuned model."""
+def load_model(base: Path, adapter: Path | None = None, full: Path | None = None, dtype: str = "auto"):
+    """Model for evaluation on CPU: the base, the base + a LoRA adapter, or a fully tuned model,
+    in `dtype` (`auto`: the server's choice for this CPU)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(full or base, dtype=torch.float32)
+    from loramux.adapters.hardware import resolve_dtype
+
+    chosen = resolve_dtype(dtype, full or base)
+    model = AutoModelForCausalLM.from_pretrained(full or base, dtype=getattr(torch, chosen.dtype))
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
     return model.eval()
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> str:
+    """The prompt as `POST /v1/chat/completions` renders it (server/engine/vllm_engine.py `render_chat`): the
+    base's chat template with the generation prompt, then tokenized without added special tokens. Training
+    renders the same template (chat_masks.py), so the gate scores what the server's users get. Every data
+    format is chat here, prompt-completion rows included (a user turn, data.py); `POST /v1/completions`
+    sends its text untemplated, so it matches only a prompt already rendered with this template."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int, batch_size: int = 32) -> list[str]:
@@ -44,8 +59,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, max_new_tokens: int
     tokenizer.padding_side = "left"
     outputs = []
     for i in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=False)
-                 for p in prompts[i:i + batch_size]]
+        texts = [render_prompt(tokenizer, p) for p in prompts[i:i + batch_size]]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,

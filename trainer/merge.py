@@ -3,6 +3,11 @@
 The merge always happens on the 16-bit (here fp32) base, loaded fresh from its folder, even
 for a QLoRA adapter: merging into 4-bit weights would re-quantize the sum and lose the
 adapter's small updates.
+
+`--dtype auto` (the default) writes the base's own stored dtype. Unlike the server's and the
+evaluation's `auto`, this machine's CPU does not enter: a merge runs no model, and its file is
+served elsewhere, where the server's `auto` picks the compute dtype for that CPU: a bf16 file
+written because this CPU has native bf16 would serve rounded weights, upcast, on one without.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest, NotFound
+from loramux.adapters.hardware import checkpoint_dtype
 from loramux.adapters.manifest import Manifest
 from loramux.adapters.peft_format import CONFIG_FILE, recorded_base
 from loramux.adapters.registry import Resolver
@@ -25,16 +31,23 @@ def resolve_adapter(adapter: str, store: StoreSettings | str | None) -> tuple[Pa
     return resolved.path, resolved.manifest
 
 
-def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str = "float32") -> Path:
-    """Write base + adapter merged (safetensors, config, tokenizer, generation config) to `out`."""
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str = "auto") -> Path:
+    """Write base + adapter merged (safetensors, config, tokenizer, generation config) to `out`,
+    in `dtype` (`auto`: the base's stored dtype, float32 when its config does not say)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not (Path(base_dir) / "config.json").is_file():
         raise NotFound(f"no base model (config.json) in {base_dir}", param="base")
-    if dtype not in ("float32", "bfloat16", "float16"):
-        raise InvalidRequest(f"dtype {dtype!r}: use float32, bfloat16 or float16", param="dtype")
+    if dtype not in DTYPES:
+        raise InvalidRequest(f"dtype {dtype!r}: use {', '.join(DTYPES)}", param="dtype")
+    if dtype == "auto":
+        stored = checkpoint_dtype(base_dir)
+        dtype = stored if stored in DTYPES[1:] else "float32"
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=getattr(torch, dtype))
     merged = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     out = Path(out)
@@ -45,7 +58,7 @@ def merge_into_base(adapter_dir: Path, base_dir: Path, out: Path, *, dtype: str 
 
 
 def merge(adapter: str, out: Path, *, base: Path | None = None, store: StoreSettings | str | None = None,
-          dtype: str = "float32") -> Path:
+          dtype: str = "auto") -> Path:
     """`trainer merge`: resolve the adapter, find its base (given, or from its config), merge."""
     adapter_dir, manifest = resolve_adapter(adapter, store)
     if base is None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loramux.adapters.errors import InvalidRequest
+from loramux.adapters.hardware import DtypeChoice, resolve_dtype
 
 from . import lora_fix, lora_ops
 from .protocol import (AdapterHandle, ChoiceDelta, EngineUnavailable, GenerateChunk, GenerateRequest, JsonOutput,
@@ -31,7 +32,7 @@ class EngineConfig:
     max_loras: int = 4
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
-    dtype: str = "auto"
+    dtype: str = "auto"  # resolved per machine by choose_dtype before vLLM sees it
     max_model_len: int | None = None
     seed: int = 0
     kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE on the CPU build
@@ -68,6 +69,14 @@ def prepare_process(cfg: EngineConfig) -> None:
     lora_fix.plugin()
 
 
+def choose_dtype(cfg: EngineConfig) -> DtypeChoice:
+    """cfg.dtype with `auto` resolved for this machine (see loramux.adapters.hardware): on vLLM's
+    CPU platform per the CPU's bf16 support, on GPU left to vLLM. Call after configure_environment."""
+    from vllm.platforms import current_platform
+
+    return resolve_dtype(cfg.dtype, cfg.base, on_cpu=current_platform.is_cpu())
+
+
 def tool_parser_class(name: str):
     """vLLM's tool parser registered as `name`; an unknown name is an error listing the known ones."""
     from vllm.tool_parsers import ToolParserManager
@@ -83,7 +92,7 @@ def tool_parser_class(name: str):
 class VLLMEngine:
     """`Engine` over vLLM's AsyncLLM; an `AdapterHandle` is exactly a `LoRARequest`."""
 
-    def __init__(self, llm, cfg: EngineConfig, tool_parser_cls=None) -> None:
+    def __init__(self, llm, cfg: EngineConfig, tool_parser_cls=None, dtype: DtypeChoice | None = None) -> None:
         self._llm = llm
         self._cfg = cfg
         self._tokenizer = llm.get_tokenizer()
@@ -93,6 +102,8 @@ class VLLMEngine:
         self._tool_parser_cls = tool_parser_cls  # vLLM's class for cfg.tool_parser, looked up by start()
         self.bos_token_id = self._tokenizer.bos_token_id
         self.vocab_size = llm.model_config.get_vocab_size()
+        running = str(llm.model_config.dtype).removeprefix("torch.")  # what vLLM made of `auto` on GPU
+        self.dtype_choice = DtypeChoice(running, dtype.reason if dtype else "as asked")
         from vllm.exceptions import VLLMClientError
 
         self._client_error = VLLMClientError
@@ -101,12 +112,14 @@ class VLLMEngine:
     def start(cls, cfg: EngineConfig) -> VLLMEngine:
         prepare_process(cfg)
         parser = tool_parser_class(cfg.tool_parser) if cfg.tool_parser else None  # a wrong name fails now
+        dtype = choose_dtype(cfg)
+        log.info("%s", dtype)
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         args = AsyncEngineArgs(
-            model=str(cfg.base), served_model_name=[cfg.served_name], dtype=cfg.dtype,
+            model=str(cfg.base), served_model_name=[cfg.served_name], dtype=dtype.dtype,
             enable_lora=cfg.enable_lora, max_loras=cfg.max_loras, max_lora_rank=cfg.max_lora_rank,
             max_cpu_loras=cfg.max_cpu_loras, max_model_len=cfg.max_model_len, seed=cfg.seed,
             max_num_seqs=cfg.max_num_seqs, scheduling_policy=cfg.scheduling_policy,
@@ -114,7 +127,7 @@ class VLLMEngine:
             # JSON answers without free whitespace (vLLM reads this per engine, not per request)
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar", disable_any_whitespace=True),
             worker_extension_cls=f"{LoraResidency.__module__}.{LoraResidency.__qualname__}")
-        return cls(AsyncLLM.from_engine_args(args), cfg, parser)
+        return cls(AsyncLLM.from_engine_args(args), cfg, parser, dtype)
 
     # -- tokenization -------------------------------------------------------------------
     def encode(self, text: str) -> list[int]:

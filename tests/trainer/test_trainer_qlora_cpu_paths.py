@@ -35,11 +35,15 @@ PATHS = ["avx512bf16", "plain"]
 
 
 def force_path(mp: pytest.MonkeyPatch, path: str) -> None:
-    """Make bitsandbytes build its 4-bit layers as on a CPU with (or without) AVX512-BF16."""
+    """Make bitsandbytes build its 4-bit layers, and loramux pick its `auto` dtype (evaluation in
+    bf16 or fp32, see loramux.adapters.hardware), as on a CPU with (or without) AVX512-BF16."""
     import bitsandbytes.nn.modules as bnb_modules
+
+    from loramux.adapters.hardware import ENV_FEATURES
 
     has = path == "avx512bf16"
     mp.setattr(bnb_modules, "has_avx512bf16", lambda: has)
+    mp.setenv(ENV_FEATURES, "avx2,avx512f,avx512_bf16" if has else "avx2")
     assert bnb_modules.Linear4bit(8, 32).support_avx512bf16_for_cpu is has  # the switch took
 
 
@@ -93,7 +97,7 @@ def runs(pool, small_bases, demo_data, tmp_path_factory) -> dict:
     return out
 
 
-@pytest.mark.parametrize("cpu_path", PATHS)
+@pytest.mark.parametrize("cpu_path", [pytest.param(p, marks=pytest.mark.cpu_path(f"bitsandbytes 4-bit: {p}")) for p in PATHS])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_qlora_trains_evaluates_publishes_and_merges(shape, cpu_path, small_bases, runs, tmp_path):
     from loramux.adapters.registry import Resolver

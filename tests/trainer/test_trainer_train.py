@@ -35,6 +35,12 @@ def test_run_leaves_metrics_loss_curve_tensorboard_and_checkpoints(fixture, requ
     assert list((folder / "checkpoints").glob("checkpoint-*/trainer_state.json"))
 
 
+@pytest.mark.parametrize("fixture", ["lora_tenant", "qlora_tenant"])
+def test_the_manifest_records_the_dtype_the_adapter_trained_in(fixture, request):
+    """CPU training keeps fp32 LoRA factors; evaluation's dtype (bf16 on a CPU with native bf16) is not recorded."""
+    assert request.getfixturevalue(fixture).manifest.dtype == "float32"
+
+
 def test_trainable_parameters_are_the_lora_matrices_only(lora_tenant, tiny_base):
     m = lora_tenant.metrics
     # the size rule's r=16 on all seven linears of 4 layers: 16 * (in + out) over the tiny base's shapes.
