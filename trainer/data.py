@@ -62,6 +62,10 @@ def _chat(row: dict, problems: list[str]) -> list[dict]:
 
 
 def _prompt_completion(row: dict, problems: list[str]) -> list[dict]:
+    """The prompt as the user's turn, the completion as the assistant's, in the base's chat template (loss on
+    the completion and its end-of-turn token only). Not raw text: on a chat base the server renders chat
+    requests with the template, and the gate (evaluate.render_prompt) scores the adapter exactly as served;
+    raw text would teach a format that no chat request sends (README: which endpoint for which data)."""
     prompt = _text(row, "prompt", problems)
     completion = _text(row, "completion", problems)
     return [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]

@@ -195,3 +195,74 @@ def test_no_warning_for_clean_templates(tokenizer):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         masker(tok)(CONVERSATION)
+
+
+@pytest.mark.parametrize("name", ["smollm2", "llama3", "mistral"])
+def test_prompt_completion_rows_train_the_completion_after_the_prompt_the_gate_and_server_render(
+        name, tokenizer, tmp_path):
+    from loramux.trainer.data import read_jsonl, write_jsonl
+    from loramux.trainer.evaluate import render_prompt
+
+    template, specials, roles, _, _ = CASES[name]
+    tok = tokenizer(template, specials, **roles)
+    [ex] = read_jsonl(write_jsonl(tmp_path / "pc.jsonl", [{"prompt": "Say hi.", "completion": "Hi!"}]))
+    row = masker(tok)(ex.messages)
+    first = row["assistant_masks"].index(1)
+    assert masked_text(tok, row) == "Hi!" + tok.eos_token
+    assert row["input_ids"][:first] == tok(render_prompt(tok, ex.prompt), add_special_tokens=False)["input_ids"]
+
+
+# The tiny base with SmolLM2's ChatML template (its default system prompt included), written with
+# the tiny vocabulary's tokens so the model needs no new embeddings: no `{% generation %}` markers.
+TINY_CHATML = SMOLLM2.replace("<|im_start|>", "<|begin_of_text|>").replace("<|im_end|>", "<|end|>")
+
+
+@pytest.fixture(scope="module")
+def chatml_base(tiny_base, tmp_path_factory) -> Path:
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("chatml-base") / "base"
+    shutil.copytree(tiny_base, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.chat_template = TINY_CHATML
+    tok.save_pretrained(out)
+    return out
+
+
+def _cfg(base: Path, data, out: Path, *overrides: str):
+    from loramux.trainer.config import load_config, recipe_path
+
+    train, held = data
+    return load_config(recipe_path("lora"), [f"base={base}", f"data.train={train}", f"data.eval={held}",
+                                             f"output_dir={out}", "training.threads=1", *overrides])
+
+
+def test_trl_alone_refuses_this_template_and_our_labels_are_the_answers(chatml_base, demo_data, tmp_path):
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import get_training_chat_template
+
+    from loramux.trainer.data import load_splits
+    from loramux.trainer.train import build_trainer
+
+    tok = AutoTokenizer.from_pretrained(chatml_base)
+    with pytest.raises(ValueError, match="not training-compatible"):
+        get_training_chat_template(tok)  # what `assistant_only_loss=True` ran into on real bases
+    cfg = _cfg(chatml_base, demo_data["pirate"], tmp_path / "run", "training.packing=false")
+    splits = load_splits(cfg.data.train, cfg.data.eval)
+    row = build_trainer(cfg, splits).trainer.train_dataset[0]
+    ex = splits.train[0]
+    assert "named SmolLM" in tok.decode(row["input_ids"])
+    assert tok.decode([i for i in row["labels"] if i != -100]) == ex.answer + "<|end|>"
+
+
+def test_short_run_on_a_template_without_markers_learns(chatml_base, demo_data, tmp_path):
+    from loramux.trainer.train import train
+
+    cfg = _cfg(chatml_base, demo_data["pirate"], tmp_path / "run", "training.max_steps=30",
+               "training.logging_steps=5", "training.evals_per_run=2", "eval.sample_size=0",
+               "data.max_eval_examples=8")
+    m = train(cfg, with_base=False).metrics
+    losses = m["loss_curve"]["train_loss"]
+    assert losses[-1] < 0.7 * losses[0], losses
