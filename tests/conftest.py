@@ -23,3 +23,31 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
     with seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as endpoint:
         yield endpoint
+
+
+# Which CPU this run had, and which CPU paths its tests forced: machines of one kind differ (AVX2 only,
+# AVX-512, AVX512-BF16, AMX), so CI's log must say what a pass here covers elsewhere.
+def pytest_report_header(config) -> str:
+    from loramux.adapters.hardware import FEATURES, cpu_features
+
+    have = cpu_features()
+    return "cpu features: " + ", ".join(f"{f} {'yes' if f in have else 'no'}" for f in FEATURES)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    paths: dict[str, list[str]] = {}
+    for report in terminalreporter.stats.get("passed", []):
+        for name in getattr(report, "cpu_paths", ()):
+            paths.setdefault(name, []).append(report.nodeid)
+    if paths:
+        terminalreporter.section("CPU paths forced (passed)")
+        for name, ids in sorted(paths.items()):
+            terminalreporter.write_line(f"{name}: {len(ids)} test(s), e.g. {ids[0]}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Carries a test's `cpu_path(NAME, ...)` marks onto its report for the summary above."""
+    outcome = yield
+    if call.when == "call":
+        outcome.get_result().cpu_paths = [a for m in item.iter_markers("cpu_path") for a in m.args]
