@@ -184,7 +184,7 @@ def _base(a: Adapter, p: Policy) -> Iterator[Problem]:
     if p.base is None:
         return
     retrain = f"retrain the adapter on {p.base.id!r}, or serve it with the base it was trained on"
-    if p.manifest is not None and not p.base.matches(p.manifest.base_fingerprint):
+    if p.manifest is not None and not p.base.matches(p.manifest.base_fingerprint, p.manifest.chat_template):
         yield _err("base", f"trained on base {p.manifest.base_model!r} (fingerprint "
                    f"{p.manifest.base_fingerprint}), serving base is {p.base.id!r} ({p.base.fingerprint})", retrain)
     shapes, seen = p.base.shape.linears(), set()

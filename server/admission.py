@@ -88,11 +88,12 @@ def admit_configured(settings: ServerSettings) -> None:
 def registry_names(resolver: Resolver, base: BaseSpec) -> dict[str, str]:
     """`T/N` -> its `prod` version, for every registry adapter whose `prod` was trained on `base`."""
     names = {}
-    for key in {f"{m.tenant}/{m.name}" for m in resolver.store.list() if base.matches(m.base_fingerprint)}:
+    for key in {f"{m.tenant}/{m.name}" for m in resolver.store.list()
+                if base.matches(m.base_fingerprint, m.chat_template)}:
         try:
             prod = resolver.store.route(key).primary
         except NotFound:  # versions, but no `prod` yet
             continue
-        if base.matches(prod.base_fingerprint):
+        if base.matches(prod.base_fingerprint, prod.chat_template):
             names[key] = prod.version
     return names

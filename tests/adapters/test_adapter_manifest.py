@@ -44,13 +44,13 @@ def test_a_manifest_needs_a_readable_adapter_config(tmp_path, base_spec):
 def test_the_base_fingerprint_follows_the_model_not_the_library(tiny_base, base_spec, tmp_path):
     config = json.loads((tiny_base / "config.json").read_text())
     identity = json.loads((tiny_base / "loramux_base.json").read_text())
-    tok = tokenizer_hash(tiny_base)
+    tok, template = tokenizer_hash(tiny_base), base_spec.chat_template
     relabelled = {**config, "transformers_version": "9.9.9", "_name_or_path": "/elsewhere", "dtype": "bfloat16"}
-    assert BaseSpec.from_config(relabelled, "tiny", identity, tok).fingerprint == base_spec.fingerprint
+    assert BaseSpec.from_config(relabelled, "tiny", identity, tok, template).fingerprint == base_spec.fingerprint
     wider = {**config, "intermediate_size": 1024}
-    assert BaseSpec.from_config(wider, "tiny", identity, tok).fingerprint != base_spec.fingerprint
+    assert BaseSpec.from_config(wider, "tiny", identity, tok, template).fingerprint != base_spec.fingerprint
     other_seed = {**identity, "seed": identity["seed"] + 1}  # same shape, different weights
-    assert BaseSpec.from_config(config, "tiny", other_seed, tok).fingerprint != base_spec.fingerprint
+    assert BaseSpec.from_config(config, "tiny", other_seed, tok, template).fingerprint != base_spec.fingerprint
 
 
 def test_base_spec_reads_shapes_and_quantization(tiny_base, base_spec):
@@ -91,6 +91,19 @@ def test_the_base_fingerprint_covers_the_tokenizer(tiny_base, base_spec, tmp_pat
     changed = BaseSpec.from_dir(copy, "tiny")
     assert changed.fingerprint != base_spec.fingerprint
     assert changed.config_fingerprint == base_spec.config_fingerprint  # same config.json
+
+
+def test_the_base_fingerprint_covers_the_chat_template(tiny_base, base_spec, tmp_path):
+    copy = tmp_path / "base"
+    shutil.copytree(tiny_base, copy, ignore=shutil.ignore_patterns("*.safetensors"))
+    jinja = copy / "chat_template.jinja"
+    jinja.write_text(jinja.read_text().replace("<|end|>", "</s>"))
+    changed = BaseSpec.from_dir(copy, "tiny")
+    assert changed.fingerprint != base_spec.fingerprint and changed.chat_template != base_spec.chat_template
+    assert changed.files_fingerprint == base_spec.files_fingerprint  # same config, identity and tokenizer files
+    # a manifest's fingerprint still names the weights when its own template hash comes along
+    assert changed.matches(base_spec.fingerprint, base_spec.chat_template) and not changed.matches(base_spec.fingerprint)
+    assert base_spec.matches(base_spec.files_fingerprint)  # recorded before the template joined the fingerprint
 
 
 def test_a_schema_1_manifest_still_loads_and_matches_its_base(adapter_dir, base_spec):

@@ -176,7 +176,7 @@ def test_serving_with_another_chat_template_is_refused_naming_both(adapter_dir, 
     jinja = drifted / "chat_template.jinja"
     jinja.write_text(jinja.read_text().replace("<|end|>", "</s>"))
     other = BaseSpec.from_dir(drifted, "tiny")
-    assert other.fingerprint == base_spec.fingerprint  # same weights and tokenizer files...
+    assert other.files_fingerprint == base_spec.files_fingerprint  # same weights and tokenizer files...
     assert other.chat_template != base_spec.chat_template  # ...another way of rendering prompts
     report = validate_adapter(adapter_dir, base=other, manifest=manifest)
     assert checks(report) == ["chat_template"]
