@@ -266,3 +266,51 @@ def test_short_run_on_a_template_without_markers_learns(chatml_base, demo_data, 
     m = train(cfg, with_base=False).metrics
     losses = m["loss_curve"]["train_loss"]
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_cli_reports_an_untrainable_template_in_one_line(chatml_base, tmp_path):
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+    from typer.testing import CliRunner
+
+    from loramux.trainer.cli import app
+
+    base = tmp_path / "base"
+    shutil.copytree(chatml_base, base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = DROPS_REASONING.replace("<|im_start|>", "<|begin_of_text|>").replace("<|im_end|>", "<|end|>")
+    tok.save_pretrained(base)
+    rows = [{"messages": [CONVERSATION[0], {"role": "assistant", "content": f"<think>{k}</think>It is 4."},
+                          *CONVERSATION[2:]]} for k in range(4)]
+    data = tmp_path / "think.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = CliRunner().invoke(app, ["add-tenant", "--tenant", "acme", "--name", "x", "--data", str(data),
+                                 "--eval", str(data), "--base", str(base), "--registry", str(tmp_path / "store"),
+                                 "--output-dir", str(tmp_path / "run"), "training.threads=1"])
+    assert r.exit_code == 2, r.output
+    assert "not prefix-preserving" in r.output and "{% generation %}" in r.output and "Traceback" not in r.output
+
+
+def test_the_real_smollm2_tokenizer_and_template(request):
+    """SmolLM2-135M-Instruct as imported from its GGUF, where that fixture exists (the real-base work)."""
+    try:
+        base = request.getfixturevalue("smollm2_base")
+    except pytest.FixtureLookupError:
+        pytest.skip("no smollm2_base fixture in this tree")
+    from transformers import AutoTokenizer
+
+    from loramux.trainer.evaluate import render_prompt
+
+    tok = AutoTokenizer.from_pretrained(base)
+    mask = masker(tok)
+    row = mask(CONVERSATION)
+    assert dict(mask.used) == {"prefix": 1}
+    assert masked_text(tok, row) == "It is 4.<|im_end|>It is 6.<|im_end|>"
+    text = tok.decode(row["input_ids"])
+    assert text == tok.apply_chat_template(CONVERSATION, tokenize=False)
+    assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face")
+    prompt = tok(render_prompt(tok, CONVERSATION[:-1]), add_special_tokens=False)["input_ids"]  # the gate's, served
+    assert row["input_ids"][:len(prompt)] == prompt
+    assert row["assistant_masks"][len(prompt) - 1:len(prompt) + 1] == [0, 1]  # the last answer starts right after
