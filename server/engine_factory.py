@@ -24,7 +24,7 @@ async def start_vllm_engine(s: ServerSettings):
         max_cpu_loras=s.max_cpu_loras, dtype=s.dtype, max_model_len=s.max_model_len,
         progress_bars=s.log_level in ("debug", "info"), max_num_seqs=s.max_num_seqs, enable_lora=s.enable_lora,
         scheduling_policy="priority" if s.fair_share else "fcfs", tool_parser=s.tool_call_parser))
-    _err.print(ready_line(s, engine.dtype_choice, time.perf_counter() - started), highlight=False)
+    _err.print(ready_line(s, engine.dtype_choice, time.perf_counter() - started), highlight=False, soft_wrap=True)
     return engine
 
 

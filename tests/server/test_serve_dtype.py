@@ -55,7 +55,8 @@ def test_auto_reaches_vllm_as_the_dtype_this_cpu_computes_fast(features, dtype, 
     assert args.dtype == dtype  # vLLM never sees `auto` on CPU
     assert engine.dtype_choice == DtypeChoice(dtype, why)
     line = capsys.readouterr().err
-    assert line.startswith("engine ready in") and f"; dtype {dtype}: {why};" in line, line
+    assert line.startswith("engine ready in") and line.count("\n") == 1, line  # one line, however narrow the console
+    assert f"; dtype {dtype}: {why};" in line, line
 
 
 def test_an_asked_dtype_is_passed_as_is_and_said_so(engine_args, monkeypatch, capsys, tiny_base: Path):
