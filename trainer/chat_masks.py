@@ -90,7 +90,7 @@ def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[in
             raise ChatTemplateError(
                 f"messages[{i}] (assistant): the prompt rendered with the generation prompt is not the start of "
                 f"the prompt plus this answer (it ends {head[-40:]!r}, the answer's turn reads "
-                f"{turn[len(head) - 40:len(head) + 20]!r}...)")
+                f"{turn[max(0, len(head) - 40):len(head) + 20]!r}...)")
         if not full.startswith(turn):
             at = next((k for k, (a, b) in enumerate(zip(turn, full)) if a != b), len(turn))
             raise ChatTemplateError(
