@@ -18,28 +18,33 @@ WITHOUT_BF16 = {"avx2 only (EPYC)": "avx2", "avx-512 without bf16": "avx2,avx512
 WITH_BF16 = {"avx512_bf16 (EPYC, Xeon)": "avx2,avx512f,avx512_bf16", "amx (Xeon)": "avx2,avx512f,amx_bf16"}
 
 
+def forced(cases: dict[str, str]) -> list:
+    """Each forced CPU answer as a param carrying its `cpu_path` mark (listed at the end of a run)."""
+    return [pytest.param(v, id=k, marks=pytest.mark.cpu_path(f"dtype auto: {v or 'none'}")) for k, v in cases.items()]
+
+
 def _base(tmp_path: Path, dtype: str | None, key: str = "dtype") -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", **({key: dtype} if dtype else {})}))
     return tmp_path
 
 
-@pytest.mark.parametrize("forced", WITHOUT_BF16.values(), ids=WITHOUT_BF16.keys())
+@pytest.mark.parametrize("features", forced(WITHOUT_BF16))
 @pytest.mark.parametrize("stored", ["float32", "bfloat16", "float16", None])
-def test_auto_is_float32_on_a_cpu_without_native_bf16(forced, stored, monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_FEATURES, forced)
+def test_auto_is_float32_on_a_cpu_without_native_bf16(features, stored, monkeypatch, tmp_path):
+    monkeypatch.setenv(ENV_FEATURES, features)
     choice = resolve_dtype("auto", _base(tmp_path, stored))
     assert choice.dtype == "float32", choice
     assert str(choice).startswith("dtype float32: this CPU has no native bf16")
 
 
-@pytest.mark.parametrize("forced", WITH_BF16.values(), ids=WITH_BF16.keys())
-def test_auto_is_bfloat16_on_a_cpu_with_native_bf16(forced, monkeypatch, tiny_base):
-    monkeypatch.setenv(ENV_FEATURES, forced)
+@pytest.mark.parametrize("features", forced(WITH_BF16))
+def test_auto_is_bfloat16_on_a_cpu_with_native_bf16(features, monkeypatch, tiny_base):
+    monkeypatch.setenv(ENV_FEATURES, features)
     choice = resolve_dtype("auto", tiny_base)  # an fp32 checkpoint, as vLLM's auto would also turn to bf16
     assert checkpoint_dtype(tiny_base) == "float32"
     assert choice.dtype == "bfloat16"
-    assert str(choice) == f"dtype bfloat16: this CPU has native bf16 ({forced.split(',')[-1]})"
+    assert str(choice) == f"dtype bfloat16: this CPU has native bf16 ({features.split(',')[-1]})"
 
 
 def test_a_float16_checkpoint_is_not_rounded_to_bf16(monkeypatch, tmp_path):

@@ -41,11 +41,11 @@ def engine_args(monkeypatch) -> list:
 
 
 @pytest.mark.parametrize("features, dtype, why", [
-    ("avx2", "float32", "this CPU has no native bf16"),
-    ("avx2,avx512f", "float32", "this CPU has no native bf16"),
-    ("avx2,avx512f,avx512_bf16", "bfloat16", "this CPU has native bf16 (avx512_bf16)"),
-    ("avx2,avx512f,amx_bf16", "bfloat16", "this CPU has native bf16 (amx_bf16)"),
-])
+    pytest.param(*case, marks=pytest.mark.cpu_path(f"dtype auto: {case[0]}"), id=case[0]) for case in [
+        ("avx2", "float32", "this CPU has no native bf16"),
+        ("avx2,avx512f", "float32", "this CPU has no native bf16"),
+        ("avx2,avx512f,avx512_bf16", "bfloat16", "this CPU has native bf16 (avx512_bf16)"),
+        ("avx2,avx512f,amx_bf16", "bfloat16", "this CPU has native bf16 (amx_bf16)")]])
 def test_auto_reaches_vllm_as_the_dtype_this_cpu_computes_fast(features, dtype, why, engine_args, monkeypatch,
                                                                capsys, tiny_base: Path):
     monkeypatch.setenv(ENV_FEATURES, features)

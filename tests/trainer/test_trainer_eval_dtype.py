@@ -15,9 +15,10 @@ from loramux.trainer.evaluate import load_model
 from tests.lora_factory import random_lora
 
 
-@pytest.mark.parametrize("features, dtype", [("avx2", torch.float32), ("avx2,avx512f", torch.float32),
-                                             ("avx2,avx512f,avx512_bf16", torch.bfloat16),
-                                             ("avx2,avx512f,amx_bf16", torch.bfloat16)])
+@pytest.mark.parametrize("features, dtype", [
+    pytest.param(f, d, marks=pytest.mark.cpu_path(f"dtype auto: {f}"), id=f) for f, d in [
+        ("avx2", torch.float32), ("avx2,avx512f", torch.float32),
+        ("avx2,avx512f,avx512_bf16", torch.bfloat16), ("avx2,avx512f,amx_bf16", torch.bfloat16)]])
 def test_evaluation_uses_auto_and_leaves_the_adapter_as_trained(features, dtype, monkeypatch, tiny_base: Path,
                                                                 tmp_path: Path):
     adapter = random_lora(tiny_base, tmp_path / "a", seed=3)  # saved in fp32, as CPU training saves it
