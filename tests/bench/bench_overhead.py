@@ -1,6 +1,7 @@
 """loramux vs bare vLLM on the same base, adapters and load; prints a table of ratios.
 
     .venv/bin/python tests/bench/bench_overhead.py [--rounds 3] [--clients 8] [--requests 64]
+    .venv/bin/python tests/bench/bench_overhead.py --dtypes auto,float32,bfloat16 [--base DIR]
 
 Targets, all serving the same tiny base + adapters with the same engine settings:
   loramux        our server with the mixed-batch fix (what users run)
@@ -8,6 +9,11 @@ Targets, all serving the same tiny base + adapters with the same engine settings
   vllm           `python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules ...`
 Runs alternate between targets (round robin), so drift on a noisy machine hits all alike.
 Throughput = completion tokens / wall time; TTFT from streamed responses.
+
+`--dtypes`: instead, our server alone, started once per `--dtype` one after the other (`auto`:
+no flag, what a user gets), each under the same load with `ignore_eos` (every request makes
+`--max-tokens`); prints output tok/s, the ratio to float32, what `auto` chose and why (from the
+start line), and this machine's CPU flags: `auto` must never be the slow one (issue 24).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import asyncio
 import os
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -36,7 +43,8 @@ console = Console(stderr=True)
 PROMPTS = ["The cat sees", "Q: Where is my order? A:", "my friend builds a small boat", "the robot"]
 
 
-def launch(target: str, base: Path, adapters: dict[str, Path], engine_flags: list[str], logdir: Path):
+def launch(target: str, base: Path, adapters: dict[str, Path], engine_flags: list[str], logdir: Path,
+           name: str | None = None):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LORAMUX_LORA_FIX"}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
@@ -50,15 +58,16 @@ def launch(target: str, base: Path, adapters: dict[str, Path], engine_flags: lis
                *[a for n, p in adapters.items() for a in ("--adapter", f"{n}={p}")]]
         if target == "loramux-nofix":
             env["LORAMUX_LORA_FIX"] = "0"
-    log = logdir / f"{target}.log"
+    log = logdir / f"{name or target}.log"
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc, log, timeout=300)
     return proc, url
 
 
-async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int):
-    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0,
+async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_tokens: int,
+              ignore_eos: bool = False):
+    body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": ignore_eos,
             "stream": True, "stream_options": {"include_usage": True}}
     start, ttft, tokens = time.perf_counter(), None, 0
     async with client.stream("POST", f"{url}/v1/completions", json=body) as r:
@@ -73,7 +82,8 @@ async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_
     return ttft, tokens
 
 
-async def load(url: str, models: list[str], clients: int, requests: int, max_tokens: int, seed: int):
+async def load(url: str, models: list[str], clients: int, requests: int, max_tokens: int, seed: int,
+               ignore_eos: bool = False):
     rng = random.Random(seed)
     jobs = [(rng.choice(models), rng.choice(PROMPTS)) for _ in range(requests)]
     queue: asyncio.Queue = asyncio.Queue()
@@ -85,7 +95,7 @@ async def load(url: str, models: list[str], clients: int, requests: int, max_tok
         nonlocal tokens
         while not queue.empty():
             model, prompt = queue.get_nowait()
-            t, n = await one(client, url, model, prompt, max_tokens)
+            t, n = await one(client, url, model, prompt, max_tokens, ignore_eos)
             ttfts.append(t)
             tokens += n
 
@@ -100,6 +110,45 @@ def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
 
 
+def cpu_line() -> str:
+    """The CPU model and the flags that switch code paths (loramux's dtype, vLLM's kernels, bitsandbytes)."""
+    from loramux.adapters.hardware import CPUINFO, ENV_FEATURES, FEATURES, cpu_features
+
+    text = CPUINFO.read_text() if CPUINFO.is_file() else ""
+    model = next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    have = cpu_features()
+    forced = f" (forced by {ENV_FEATURES})" if os.environ.get(ENV_FEATURES) is not None else ""
+    return f"CPU: {model}, {os.cpu_count()} cores; " + ", ".join(
+        f"{f} {'yes' if f in have else 'no'}" for f in FEATURES) + forced
+
+
+def compare_dtypes(args, adapters: dict[str, Path], tmp: Path) -> None:
+    """`--dtypes`: one server per dtype, one after the other, the same load on each; one table."""
+    models, rows = ["tiny", *adapters], {}
+    for dtype in args.dtypes.split(","):
+        flags = ["--max-loras", "4", "--max-lora-rank", "16", *([] if dtype == "auto" else ["--dtype", dtype])]
+        with console.status(f"serving with --dtype {dtype}"):
+            proc, url = launch("loramux", args.base, adapters, flags, tmp, name=f"dtype-{dtype}")
+            try:
+                asyncio.run(load(url, models, 4, 8, 8, seed=0))  # warm-up: first LoRA loads, first compilations
+                tps = [asyncio.run(load(url, models, args.clients, args.requests, args.max_tokens, seed=r,
+                                        ignore_eos=True))[0] for r in range(args.rounds)]
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+        chosen = re.search(r"; dtype (\S+): ([^;]+);", (tmp / f"dtype-{dtype}.log").read_text())
+        rows[dtype] = (statistics.median(tps), *(chosen.groups() if chosen else ("?", "no start line")))
+    ref = rows.get("float32", next(iter(rows.values())))[0]
+    table = Table(title=f"--dtype on {args.base.name}: {args.rounds} rounds x {args.requests} requests, "
+                        f"{args.clients} clients, {args.max_tokens} tokens (ignore_eos), base + {args.adapters} adapters",
+                  caption=cpu_line())
+    for col in ("--dtype", "computed in", "output tok/s (median)", "vs float32", "why (start line)"):
+        table.add_column(col, justify="left" if col.startswith("why") else "right")
+    for dtype, (tp, ran, why) in rows.items():
+        table.add_row(dtype, ran, f"{tp:.1f}", f"{tp / ref:.2f}x", why)
+    Console(width=200).print(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", type=Path, help="base model dir (default: build the tiny base)")
@@ -109,6 +158,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--targets", default="loramux,loramux-nofix,vllm")
+    ap.add_argument("--dtypes", help="compare these --dtype values on our server instead (e.g. auto,float32,bfloat16)")
     args = ap.parse_args()
     targets = args.targets.split(",")
     engine_flags = ["--dtype", "float32", "--max-loras", "4", "--max-lora-rank", "16"]
@@ -119,6 +169,8 @@ def main() -> None:
             with console.status("building the tiny base"):
                 args.base = build_tiny(tmp / "base", seed=0)
         adapters = {f"bench/a{i}": random_lora(args.base, tmp / f"a{i}", seed=i + 1) for i in range(args.adapters)}
+        if args.dtypes:
+            return compare_dtypes(args, adapters, tmp)
         models = ["tiny", *adapters]
         servers = {}
         try:
