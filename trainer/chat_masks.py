@@ -45,9 +45,9 @@ FIX = ("add `{% generation %}`...`{% endgeneration %}` markers around the assist
 class ChatTemplateError(InvalidRequest):
     """The base's chat template cannot give assistant-only loss; the message says why and how to fix it."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, fix: str = FIX) -> None:
         super().__init__(f"the base's chat template cannot mark the assistant's tokens for the loss: {problem}; "
-                         f"fix: {FIX}", param="base")
+                         f"fix: {fix}", param="base")
 
 
 def _template(tokenizer) -> str:
@@ -64,7 +64,8 @@ def _render(tokenizer, messages: list[dict], *, prompt: bool = False, template: 
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=prompt,
                                              chat_template=template)
     except Exception as e:  # jinja's own errors (raise_exception, undefined...) have no common base
-        raise ChatTemplateError(f"rendering {len(messages)} message(s) failed ({type(e).__name__}: {e})") from None
+        raise ChatTemplateError(f"rendering {len(messages)} message(s) failed ({type(e).__name__}: {e})",
+                                "make the data fit the template (the roles it accepts, in its order)") from None
 
 
 def _trl_template(tokenizer) -> str | None:
@@ -111,7 +112,9 @@ class Masker:
     markers: str | None = None
     """The base's own template, when it has `{% generation %}` markers: used as written."""
     trl: str | None = None
-    """TRL's training copy of the template, for conversations the prefixes cannot split."""
+    """TRL's training copy of the template, for conversations the prefixes cannot split (looked up on the
+    first such conversation: importing TRL costs ~13 s of CPU)."""
+    trl_looked_up: bool = False
     used: Counter = field(default_factory=Counter)
     """Conversations masked by each method (markers, prefix, trl)."""
     merges: int = 0
@@ -123,6 +126,8 @@ class Masker:
         try:
             return self._count("prefix", self._prefix(messages))
         except ChatTemplateError:
+            if not self.trl_looked_up:
+                self.trl, self.trl_looked_up = _trl_template(self.tokenizer), True
             if self.trl is None or _render(self.tokenizer, messages, template=self.trl) != _render(
                     self.tokenizer, messages):
                 raise  # TRL has no copy, or its copy renders this conversation unlike the served template
@@ -180,8 +185,7 @@ def masker(tokenizer) -> Masker:
     if not getattr(tokenizer, "is_fast", False):
         raise ChatTemplateError("assistant masks need a fast (Rust) tokenizer, and this base's is a slow one")
     template = _template(tokenizer)
-    found = Masker(tokenizer, markers=template) if MARKERS.search(template) else Masker(
-        tokenizer, trl=_trl_template(tokenizer))
+    found = Masker(tokenizer, markers=template if MARKERS.search(template) else None)
     probe = found(PROBE)
     found.used.clear()
     masked = [i for i, m in zip(probe["input_ids"], probe["assistant_masks"], strict=True) if m]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loramux.trainer.chat_masks import ChatTemplateError, Masker, _trim, masker
+from loramux.trainer.chat_masks import ChatTemplateError, Masker, _trim, _trl_template, masker
 
 CONVERSATION = [{"role": "user", "content": "What is two plus two?"},
                 {"role": "assistant", "content": "It is 4."},
@@ -111,8 +111,8 @@ def test_every_assistant_turn_and_its_end_token_and_nothing_else_is_masked(name,
     assert masked_text(tok, row) == expected
     full = tok.apply_chat_template(CONVERSATION, tokenize=False)
     assert tok.decode(row["input_ids"]) == full  # the served rendering, token for token
-    if mask.trl is not None:  # TRL's patched copy, trimmed, marks the same tokens
-        assert _trim(tok, mask._marked(CONVERSATION, mask.trl)) == row
+    if name in ("llama3", "qwen2.5"):  # TRL's patched copy, trimmed, marks the same tokens
+        assert _trim(tok, mask._marked(CONVERSATION, _trl_template(tok))) == row
 
 
 def test_trl_copy_where_prefixes_cannot_split_the_conversation(tokenizer):
@@ -314,3 +314,9 @@ def test_the_real_smollm2_tokenizer_and_template(request):
     prompt = tok(render_prompt(tok, CONVERSATION[:-1]), add_special_tokens=False)["input_ids"]  # the gate's, served
     assert row["input_ids"][:len(prompt)] == prompt
     assert row["assistant_masks"][len(prompt) - 1:len(prompt) + 1] == [0, 1]  # the last answer starts right after
+
+
+def test_a_conversation_the_template_rejects_names_the_data_as_the_fix(tokenizer):
+    tok = tokenizer(MISTRAL, bos_token="<s>", eos_token="</s>")
+    with pytest.raises(ChatTemplateError, match="roles must alternate.*make the data fit"):
+        masker(tok)([{"role": "system", "content": "Be terse."}, *CONVERSATION])
