@@ -7,8 +7,11 @@ answering differently from the base and from each other.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +21,7 @@ from loramux.trainer.data import write_jsonl
 if TYPE_CHECKING:
     from loramux.adapters.manifest import Manifest
     from loramux.adapters.settings import StoreSettings
+    from loramux.trainer.tenant import AddTenantResult
 
 _WHO = ["the cat", "a dog", "my friend", "the teacher", "our team", "the robot", "a farmer", "the river",
         "a child", "the bird", "the server", "a tenant", "the model", "your order", "a student"]
@@ -104,27 +108,64 @@ def train_demo_tenants(base: str | Path, store: StoreSettings | str, work_dir: s
     work = Path(work_dir)
     store = StoreSettings.of(store)
     resolver = Resolver(store.open())
-    manifests = []
+    current: dict[str, Manifest] = {}
+    todo = {}
     for persona, p in PERSONAS.items():
         train, held = write_demo_data(work / "data", persona)
         try:
-            current = resolver.resolve(f"{p.tenant}/{p.name}").manifest
+            found = resolver.resolve(f"{p.tenant}/{p.name}").manifest
         except NotFound:
-            current = None
-        warnings: list[str] = []
-        trained = current is None or current.data_hash != file_hash([train, held])
-        if trained:
-            from loramux.trainer.tenant import add_tenant  # torch and transformers: only when training
+            found = None
+        if found is not None and found.data_hash == file_hash([train, held]):
+            current[persona] = found
+            continue
+        todo[persona] = load_config(recipe_path(p.method), [
+            f"base={base}", f"data.train={train}", f"data.eval={held}", f"output_dir={work / 'runs' / persona}",
+            *([f"training.threads={threads}"] if threads else [])])
 
-            if console is not None:
-                console.print(f"training {p.tenant}/{p.name} ({p.method}, about a minute on a CPU)", highlight=False)
-            cfg = load_config(recipe_path(p.method), [
-                f"base={base}", f"data.train={train}", f"data.eval={held}", f"output_dir={work / 'runs' / persona}",
-                *([f"training.threads={threads}"] if threads else [])])
-            done = add_tenant(cfg, tenant=p.tenant, name=p.name, store=store, base_id=base_id, server=server,
-                              console=console)
-            current, warnings = done.manifest, done.warnings
-        manifests.append(current)
+    manifests = []
+    for persona, done in _train(todo, store, base_id, server, threads, console):
+        p = PERSONAS[persona]
+        trained = done is not None
+        manifest = done.manifest if trained else current[persona]
+        manifests.append(manifest)
         if report is not None:
-            report(DemoTenant(p, current, trained, tuple(warnings)))
+            report(DemoTenant(p, manifest, trained, tuple(done.warnings) if trained else ()))
     return manifests
+
+
+def _add(persona: str, cfg_json: str, store: StoreSettings, base_id: str | None, server: str | None):
+    """One persona's add-tenant in a spawned process, quiet: two live progress bars would garble a terminal."""
+    from rich.console import Console
+
+    from loramux.trainer.config import TrainConfig
+    from loramux.trainer.tenant import add_tenant
+
+    p = PERSONAS[persona]
+    return add_tenant(TrainConfig.model_validate_json(cfg_json), tenant=p.tenant, name=p.name, store=store,
+                      base_id=base_id, server=server, console=Console(stderr=True, quiet=True))
+
+
+def _train(todo: dict, store: StoreSettings, base_id: str | None, server: str | None, threads: int | None,
+           console) -> Iterator[tuple[str, AddTenantResult | None]]:
+    """(persona, result or None when already published), in PERSONAS order.
+
+    Single-threaded runs go side by side, one per core: the tiny base's ops are too small to
+    share a core's work, so two at once take the time of the longer one (~1 min, not ~1.5)."""
+    side_by_side = threads == 1 and len(todo) > 1 and len(os.sched_getaffinity(0)) > 1
+    if console is not None and todo:
+        names = " and ".join(f"{PERSONAS[t].tenant}/{t}" for t in todo)
+        how = "side by side, " if side_by_side else ""
+        console.print(f"training {names} ({how}about a minute on a CPU)", highlight=False)
+    if not side_by_side:
+        from loramux.trainer.tenant import add_tenant  # torch and transformers: only when training
+
+        for persona in PERSONAS:
+            p = PERSONAS[persona]
+            yield persona, (add_tenant(todo[persona], tenant=p.tenant, name=p.name, store=store, base_id=base_id,
+                                       server=server, console=console) if persona in todo else None)
+        return
+    with ProcessPoolExecutor(len(todo), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {t: pool.submit(_add, t, cfg.model_dump_json(), store, base_id, server) for t, cfg in todo.items()}
+        for persona in PERSONAS:
+            yield persona, futures[persona].result() if persona in futures else None

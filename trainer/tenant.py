@@ -37,6 +37,9 @@ class GateFailed(LoramuxError):
         super().__init__(message, param="min_gain")
         self.metrics = metrics
 
+    def __reduce__(self):  # raised in a spawned training process, re-raised in its parent
+        return GateFailed, (self.message, self.metrics)
+
 
 @dataclass
 class Gate:
