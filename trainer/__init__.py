@@ -10,6 +10,9 @@ Public API (cli.py, the `loramux trainer` group and the `trainer` command, is a 
 - plan.make_plan(base_or_config, gpu_mem=, examples=, seq_len=) -> Plan
 - compare.compare(config, methods) -> rows; demo.train_demo_tenants(base, store, work_dir, base_id=)
 - tiny_base.build_tiny(out, seed=) -> the offline tiny Llama base (`loramux base build-tiny`)
+- bases.get_base(name, out, dtype=) -> a known base (BASES: tiny, smollm2) (`loramux base get`)
+- gguf_import.import_gguf(file, out, dtype=) -> a GGUF as a model folder (`loramux base import`);
+  gguf_tokenizer.ensure_parity checks its tokenizer against the GGUF's own rules
 
 Only this package imports trl and bitsandbytes, lazily; it never imports loramux.server.
 """
