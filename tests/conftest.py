@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,10 +11,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The offline tiny Llama base, built once per test session (~25 s)."""
+    """The offline tiny Llama base, built once per test run (~25 s), shared by xdist workers."""
     from loramux.trainer.tiny_base import build_tiny
+    from tests.shared_build import shared_dir
 
-    return build_tiny(tmp_path_factory.mktemp("tiny-base"), seed=0)
+    return shared_dir(tmp_path_factory, "tiny-base", lambda out: build_tiny(out, seed=0))
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +49,40 @@ def pytest_report_header(config) -> str:
 def pytest_terminal_summary(terminalreporter) -> None:
     paths: dict[str, list[str]] = {}
     for report in terminalreporter.stats.get("passed", []):
-        for name in getattr(report, "cpu_paths", ()):
-            paths.setdefault(name, []).append(report.nodeid)
+        for key, name in report.user_properties:
+            if key == "cpu_path" and report.when == "call":
+                paths.setdefault(name, []).append(report.nodeid)
     if paths:
         terminalreporter.section("CPU paths forced (passed)")
         for name, ids in sorted(paths.items()):
             terminalreporter.write_line(f"{name}: {len(ids)} test(s), e.g. {ids[0]}")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    """Carries a test's `cpu_path(NAME, ...)` marks onto its report for the summary above."""
-    outcome = yield
-    if call.when == "call":
-        outcome.get_result().cpu_paths = [a for m in item.iter_markers("cpu_path") for a in m.args]
+def pytest_runtest_setup(item) -> None:
+    """A test's `cpu_path(NAME, ...)` marks travel on its report (user_properties cross xdist too)."""
+    item.user_properties.extend(("cpu_path", a) for m in item.iter_markers("cpu_path") for a in m.args)
+
+
+# Under pytest-xdist (`make test` runs two workers), tests that share an expensive session fixture
+# run on one worker, so it is built once: the trainer's side-by-side runs, the integration server,
+# the real base's server. Everything else stays with its module (module fixtures start servers).
+SHARED = {"pool": "trainer", "server": "server", "smollm2_server": "smollm2"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        group = next((g for f, g in SHARED.items() if f in names), item.nodeid.split("::")[0])
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_configure(config) -> None:
+    """Each xdist worker's vLLM engines compute on their own core. vLLM binds its CPU worker to one
+    core (the other is left to its scheduler); unbound, both workers' engines would share core 0."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", str(cpus[int(worker.removeprefix("gw")) % len(cpus)]))
