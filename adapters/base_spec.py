@@ -22,9 +22,11 @@ from loramux.adapters.shapes import BaseShape
 # Keys that change with the library or the loading path, not with the model itself.
 _VOLATILE = {"transformers_version", "_name_or_path", "torch_dtype", "dtype", "use_cache",
              "quantization_config", "_commit_hash"}
-# Where the weights came from: the tiny base's seed, an imported GGUF's sha256 and provenance.
-# Two bases of one shape are still different bases.
+# What the weights are: the tiny base's seed, an imported GGUF's sha256 and dtype. Two bases of
+# one shape are still different bases. Its `provenance` (file name, package, license...) is for
+# people and is not hashed: the same GGUF renamed, or fetched another way, is the same base.
 IDENTITY_FILE = _IDENTITY_FILE = "loramux_base.json"
+_UNHASHED_IDENTITY = {"provenance"}
 
 # Every file a Hugging Face tokenizer may be saved as; those present are hashed, bytes as-is.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
@@ -80,6 +82,8 @@ def fingerprint(config: dict, identity: dict | None = None, tokenizer: str | Non
     config-only fingerprint of schema-1 manifests.
     """
     stable = {k: v for k, v in config.items() if k not in _VOLATILE}
+    if isinstance(identity, dict):
+        identity = {k: v for k, v in identity.items() if k not in _UNHASHED_IDENTITY}
     doc: dict = {"config": stable, "identity": identity}
     if tokenizer is not None:
         doc["tokenizer"] = tokenizer

