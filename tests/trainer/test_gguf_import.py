@@ -77,11 +77,11 @@ def test_token_ids_match_the_models_own_rules(smollm2_base: Path, vocab):
 
     from loramux.trainer.gguf_tokenizer import PROBES, compare
 
-    assert vocab.pre == "smollm" and vocab.checkable
+    assert vocab.pre == "smollm" and vocab.checkable and vocab.bos == []  # the GGUF adds no BOS
     assert compare(vocab, smollm2_base) == []
     tok = AutoTokenizer.from_pretrained(smollm2_base)  # as the trainer and the server load it
     for text in PROBES:
-        assert tok(text, add_special_tokens=False)["input_ids"] == vocab.encode(text), text
+        assert tok(text)["input_ids"] == vocab.encode(text), text
     digits = [vocab.tokens[i] for i in vocab.encode("text\n\n1. 2026-12-07  42")]
     assert digits == ["text", "ĊĊ", "1", ".", "Ġ", "2", "0", "2", "6", "-", "1", "2", "-", "0", "7", "ĠĠ", "4", "2"]
 
