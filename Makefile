@@ -7,6 +7,8 @@ STAMP := $(VENV)/.loramux-installed
 DEMO ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Test processes (pytest-xdist): two fit these 2-core machines (each worker's vLLM engine gets a core).
+WORKERS ?= 2
 
 .PHONY: install lock serve test test-unit test-readme bench clean
 
@@ -24,7 +26,7 @@ serve: install
 	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) bash scripts/demo.sh
 
 test: install
-	$(BIN)/python -m pytest -ra --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -ra -m "not integration" $(PYTEST_ARGS)
