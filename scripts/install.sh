@@ -71,4 +71,4 @@ if [[ ,$EXTRAS, == *,dev,* ]] && ! { command -v prometheus && command -v promtoo
     "${apt[@]}" install -y -qq --no-install-recommends prometheus
 fi
 step "checking imports" "$VENV/bin/python" -c "import torch, transformers, peft, trl, bitsandbytes, vllm, loramux.server"
-echo "==> loramux environment ready in $VENV"
+echo "==> loramux environment ready in $VENV (${SECONDS}s)"
