@@ -29,9 +29,18 @@ LIBRARIES = ("transformers", "tokenizers", "gguf", "torch", "safetensors")
 
 
 def cache_root() -> Path:
-    root = Path(os.environ.get("LORAMUX_TEST_CACHE") or Path.home() / ".cache" / "loramux-tests")
-    root.mkdir(parents=True, exist_ok=True)
-    return root
+    """`$LORAMUX_TEST_CACHE`, else ~/.cache/loramux-tests, else (no writable home) the temp folder's."""
+    import tempfile
+
+    for root in (os.environ.get("LORAMUX_TEST_CACHE"), Path.home() / ".cache" / "loramux-tests",
+                 Path(tempfile.gettempdir()) / "loramux-tests"):
+        if root:
+            try:
+                Path(root).mkdir(parents=True, exist_ok=True)
+                return Path(root)
+            except OSError:
+                continue
+    raise OSError("no writable cache folder for the test bases: set LORAMUX_TEST_CACHE")
 
 
 def cache_key() -> str:
