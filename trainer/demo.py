@@ -154,9 +154,9 @@ def _train(todo: dict, store: StoreSettings, base_id: str | None, server: str | 
     share a core's work, so two at once take the time of the longer one (~1 min, not ~1.5)."""
     side_by_side = threads == 1 and len(todo) > 1 and len(os.sched_getaffinity(0)) > 1
     if console is not None and todo:
-        names = " and ".join(f"{PERSONAS[t].tenant}/{t}" for t in todo)
-        how = "side by side, " if side_by_side else ""
-        console.print(f"training {names} ({how}about a minute on a CPU)", highlight=False)
+        names = [f"{PERSONAS[t].tenant}/{t} ({PERSONAS[t].method}" for t in todo]
+        how = ", side by side" if side_by_side else ""
+        console.print(f"training {') and '.join(names)}, about a minute on a CPU{how})", highlight=False)
     if not side_by_side:
         from loramux.trainer.tenant import add_tenant  # torch and transformers: only when training
 
