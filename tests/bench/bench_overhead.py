@@ -10,10 +10,10 @@ Targets, all serving the same tiny base + adapters with the same engine settings
 Runs alternate between targets (round robin), so drift on a noisy machine hits all alike.
 Throughput = completion tokens / wall time; TTFT from streamed responses.
 
-`--dtypes`: instead, our server alone, started once per `--dtype` one after the other (`auto`:
-no flag, what a user gets), each under the same load with `ignore_eos` (every request makes
-`--max-tokens`); prints output tok/s, the ratio to float32, what `auto` chose and why (from the
-start line), and this machine's CPU flags: `auto` must never be the slow one (issue 24).
+`--dtypes`: instead, our server alone, one per `--dtype` (`auto`: no flag, what a user gets),
+the same load on each with `ignore_eos` (every request makes `--max-tokens`), rounds alternating
+as above; prints output tok/s, the ratio to float32, what `auto` chose and why (from the start
+line), and this machine's CPU flags: `auto` must never be the slow one (issue 24).
 """
 
 from __future__ import annotations
@@ -123,21 +123,29 @@ def cpu_line() -> str:
 
 
 def compare_dtypes(args, adapters: dict[str, Path], tmp: Path) -> None:
-    """`--dtypes`: one server per dtype, one after the other, the same load on each; one table."""
-    models, rows = ["tiny", *adapters], {}
-    for dtype in args.dtypes.split(","):
-        flags = ["--max-loras", "4", "--max-lora-rank", "16", *([] if dtype == "auto" else ["--dtype", dtype])]
-        with console.status(f"serving with --dtype {dtype}"):
-            proc, url = launch("loramux", args.base, adapters, flags, tmp, name=f"dtype-{dtype}")
-            try:
-                asyncio.run(load(url, models, 4, 8, 8, seed=0))  # warm-up: first LoRA loads, first compilations
-                tps = [asyncio.run(load(url, models, args.clients, args.requests, args.max_tokens, seed=r,
-                                        ignore_eos=True))[0] for r in range(args.rounds)]
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+    """`--dtypes`: one server per dtype, the same load on each, rounds alternating between them
+    (each round in a rotated order) so a busy machine's drift hits every dtype alike; one table."""
+    models, dtypes, servers = ["tiny", *adapters], args.dtypes.split(","), {}
+    try:
+        for dtype in dtypes:
+            flags = ["--max-loras", "4", "--max-lora-rank", "16", *([] if dtype == "auto" else ["--dtype", dtype])]
+            with console.status(f"starting a server with --dtype {dtype}"):
+                servers[dtype] = launch("loramux", args.base, adapters, flags, tmp, name=f"dtype-{dtype}")
+            asyncio.run(load(servers[dtype][1], models, 4, 8, 8, seed=0))  # warm-up: LoRA loads, compilations
+        tps: dict[str, list[float]] = {d: [] for d in dtypes}
+        for r in range(args.rounds):
+            for dtype in dtypes[r % len(dtypes):] + dtypes[:r % len(dtypes)]:
+                with console.status(f"round {r + 1}: --dtype {dtype}"):
+                    tps[dtype].append(asyncio.run(load(servers[dtype][1], models, args.clients, args.requests,
+                                                       args.max_tokens, seed=r, ignore_eos=True))[0])
+    finally:
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=60)
+    rows = {}
+    for dtype in dtypes:
         chosen = re.search(r"; dtype (\S+): ([^;]+);", (tmp / f"dtype-{dtype}.log").read_text())
-        rows[dtype] = (statistics.median(tps), *(chosen.groups() if chosen else ("?", "no start line")))
+        rows[dtype] = (statistics.median(tps[dtype]), *(chosen.groups() if chosen else ("?", "no start line")))
     ref = rows.get("float32", next(iter(rows.values())))[0]
     table = Table(title=f"--dtype on {args.base.name}: {args.rounds} rounds x {args.requests} requests, "
                         f"{args.clients} clients, {args.max_tokens} tokens (ignore_eos), base + {args.adapters} adapters",
