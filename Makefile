@@ -26,7 +26,7 @@ serve: install
 	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) bash scripts/demo.sh
 
 test: install
-	$(BIN)/python -m pytest -ra -n $(WORKERS) --dist loadgroup --durations=15 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -ra -n $(WORKERS) --durations=15 $(PYTEST_ARGS)
 
 test-unit: install
 	$(BIN)/python -m pytest -ra -m "not integration" $(PYTEST_ARGS)

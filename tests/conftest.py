@@ -63,20 +63,22 @@ def pytest_runtest_setup(item) -> None:
     item.user_properties.extend(("cpu_path", a) for m in item.iter_markers("cpu_path") for a in m.args)
 
 
-# Under pytest-xdist (`make test` runs two workers), tests that share an expensive session fixture
-# run on one worker, so it is built once: the trainer's side-by-side runs, the integration server,
-# the real base's server. Everything else stays with its module (module fixtures start servers).
-SHARED = {"pool": "trainer", "server": "server", "smollm2_server": "smollm2"}
+# Under pytest-xdist (`make test` runs two workers) each worker is its own session, so tests that
+# share an expensive session fixture must run on one worker or it is built twice: the integration
+# server (and the real base's), the trainer's side-by-side runs. Those folders are one unit each;
+# every other module is its own. (xdist's `loadgroup` marks do not reach its scheduler on pytest 9.)
+UNITS = {"tests/integration/": "integration", "tests/trainer/": "trainer"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
-def pytest_collection_modifyitems(config, items) -> None:
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        return
-    for item in items:
-        names = getattr(item, "fixturenames", ())
-        group = next((g for f, g in SHARED.items() if f in names), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return next((unit for prefix, unit in UNITS.items() if path.startswith(prefix)), path)
+
+    return SharedFixtureScheduling(config, log)
 
 
 def pytest_configure(config) -> None:
