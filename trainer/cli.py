@@ -54,6 +54,10 @@ def _summary(m: dict) -> Table:
                  ("wall time", f"{m['wall_time_s']:.1f} s"),
                  ("trainable", f"{m['trainable_params']:,} ({m['trainable_pct']:.2f}%)")]:
         t.add_row(k, v)
+    from loramux.trainer.probe import probe_line
+
+    if (probe := probe_line(m)) is not None:
+        t.add_row("general probe", probe)
     return t
 
 
@@ -86,6 +90,9 @@ def add_tenant(
     output_dir: Annotated[Path | None, typer.Option(help="Run folder; default runs/TENANT/NAME.")] = None,
     min_gain: Annotated[float, typer.Option(help="Required score gain over the base.")] = 0.05,
     min_score: Annotated[float, typer.Option(help="Required absolute score.")] = 0.0,
+    max_general_drop: Annotated[float | None, typer.Option(
+        help="Refuse when the general-probe score falls more than this below the base's; default: report only.",
+        show_default=False)] = None,
     alias: Annotated[list[str] | None, typer.Option(help="Aliases to point at the new version.")] = None,
     base_id: Annotated[str | None, typer.Option(help="Served id of the base; default its folder name.")] = None,
     server: Annotated[str | None, typer.Option(help="Running server to load the new version into.")] = None,
@@ -101,8 +108,8 @@ def add_tenant(
         f"output_dir={output_dir or Path('runs') / tenant / name}", *(overrides or [])])
     store = StoreSettings.of(registry)
     result = run(cfg, tenant=tenant, name=name, store=store, base_id=base_id,
-                 gate=Gate(min_gain=min_gain, min_score=min_score), aliases=tuple(alias or ["prod"]),
-                 server=server, console=err)
+                 gate=Gate(min_gain=min_gain, min_score=min_score, max_general_drop=max_general_drop),
+                 aliases=tuple(alias or ["prod"]), server=server, console=err)
     out.print(_summary(result.metrics))
     for w in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {escape(w)}")

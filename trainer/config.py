@@ -84,6 +84,12 @@ class DataSettings(_Strict):
     """Cap on evaluated examples: generation is the slow part of evaluation."""
     general: Path | None = None
     """Text the base already handles (JSONL with `text`), for the forgetting score; built-in if unset."""
+    general_mix: float = Field(0.0, ge=0.0, lt=1.0)
+    """Share of the training rows that are general conversations mixed in (rehearsal), so the adapter keeps
+    what the base knew: shipped questions answered by SmolLM2-135M-Instruct itself, other questions than the
+    general probe's (loramux.trainer.general_mix). 0 = the tenant's data only; 0.2-0.3 is rehearsal's usual
+    range (tests/bench/bench_general_mix.py measures it). Training rows only: the gate's eval split stays the
+    tenant's own."""
 
 
 class TrainingSettings(_Strict):

@@ -8,6 +8,7 @@ the new version is then loaded there through the vLLM-compatible admin route.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,8 @@ from loramux.adapters.registry import publish
 from loramux.adapters.settings import StoreSettings
 from loramux.trainer.config import TrainConfig
 from loramux.trainer.methods import METHODS, quantization_record
+from loramux.trainer.probe import probe_line, probe_run
 from loramux.trainer.train import train
-
 
 
 class GateFailed(LoramuxError):
@@ -47,10 +48,17 @@ class Gate:
     """The adapter's score must exceed the base's by at least this (absolute, 0..1 metrics)."""
     min_score: float = 0.0
     """And reach at least this score."""
+    max_general_drop: float | None = None
+    """Refuse when the general-probe score (loramux.trainer.probe) falls more than this below the base's;
+    None = report it only."""
 
-    def check(self, score: float, base_score: float) -> list[str]:
+    def check(self, score: float, base_score: float, general_change: float | None = None) -> list[str]:
         """Reasons the gate refuses (empty: passes)."""
         reasons = []
+        if self.max_general_drop is not None and general_change is not None \
+                and -general_change > self.max_general_drop:
+            reasons.append(f"general probe change {general_change:+.3f} is a larger drop than the allowed "
+                           f"{-self.max_general_drop:+.3f}: the adapter forgot what the base knew")
         if score - base_score < self.min_gain:
             reasons.append(f"adapter {score:.3f} vs base {base_score:.3f}: gain {score - base_score:+.3f} "
                            f"is below the required {self.min_gain:+.3f}")
@@ -105,14 +113,22 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: StoreSettings
 
     result = train(cfg, with_base=True, console=console)
     m = result.metrics
-    reasons = gate.check(m["score"], m["base_score"])
+    if "general_probe" not in m:  # train.evaluate_run may score it on the models it has loaded already
+        if console is not None:
+            console.print("general probe: the base, then the adapter")
+        m.update(probe_run(cfg.base, result.artifact).metrics())
+        (result.output_dir / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
+    reasons = gate.check(m["score"], m["base_score"], m.get("general_probe_change"))
     if reasons:
+        probe = probe_line(m)
         raise GateFailed(f"{tenant}/{name}: not published, the adapter failed the eval gate on "
                          f"{m['eval_examples']} held-out examples ({m['metric']}):\n"
                          + "\n".join(f"- {r}" for r in reasons)
+                         + (f"\ngeneral probe: {probe}" if probe else "")
                          + f"\nrun folder: {result.output_dir}", m)
     scores = {m["metric"]: m["score"], f"base_{m['metric']}": m["base_score"], "eval_loss": m["eval_loss"],
-              "forgetting": m["forgetting"]}
+              "forgetting": m["forgetting"],
+              **{k: m[k] for k in ("general_probe", "base_general_probe") if m.get(k) is not None}}
     published = publish(adapter_store, result.artifact, tenant=tenant, name=name, base=base,
                         method=cfg.method, data_hash=m["data_hash"], eval_scores=scores, aliases=aliases,
                         quantization=quantization_record(cfg) or None)
