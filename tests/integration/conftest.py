@@ -111,8 +111,8 @@ def server(tiny_base: Path, adapter_dirs: dict[str, Path], registry, tmp_path_fa
 
 # The real base, SmolLM2-135M-Instruct, served with two random adapters of different ranks (mixed
 # ranks in one batch, and their `cat` merge fits --max-lora-rank 32). The noise is scaled so each
-# changes the greedy text on most prompts while it stays readable (measured with PEFT: std 0.02 at
-# r=8 rewrites "three primary colors" as a list, 0.2 as on the tiny base turns the text to noise).
+# changes the greedy text while it stays readable (measured with PEFT: std 0.02 at r=8 answers
+# "Name three primary colors." with a list instead of a sentence, and still knows Paris).
 SMOLLM2_ADAPTERS = {"acme/support": dict(r=16, alpha=32, std=0.03, seed=1),
                     "globex/sales": dict(r=8, alpha=16, std=0.02, seed=2)}
 
