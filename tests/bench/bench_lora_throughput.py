@@ -1,10 +1,12 @@
 """Multi-LoRA throughput and latency vs the base, with loramux's grouped ops and vLLM's own.
 
-    .venv/bin/python tests/bench/bench_lora_throughput.py [--quick] [--rounds 3] [--png PATH]
+    .venv/bin/python tests/bench/bench_lora_throughput.py [--quick] [--rounds 3] [--png PATH] [--base smollm2|DIR]
 
 An S-LoRA-style trace (fixed seeds): adapters drawn by power-law popularity (Zipf, alpha 1),
 ~64 prompt tokens, `--max-tokens` out, sent closed-loop (`--concurrency` in flight) and as
-Poisson arrivals (`--rate` a second) to real loramux servers on the tiny base:
+Poisson arrivals (`--rate` a second) to real loramux servers on one base (`--base`: `tiny`, the
+default, built here; `smollm2`, the real SmolLM2-135M-Instruct, imported once and cached as the
+tests cache it; or a folder):
 
   base only          a server with LoRA off (LORAMUX_ENABLE_LORA=0): the reference
   LoRA on, unused    base requests to a LoRA server
@@ -110,7 +112,7 @@ async def one(client: httpx.AsyncClient, url: str, model: str, prompt: str, max_
 async def phase(url: str, names: list[str], reqs, pattern: str, args, seed: int) -> Sample:
     """One pass of the trace against one server; wall time from the first send to the last token."""
     out = Sample()
-    model = ["tiny" if a is None else names[a] for a, _ in reqs]
+    model = [args.served if a is None else names[a] for a, _ in reqs]
     async with httpx.AsyncClient(timeout=httpx.Timeout(600),
                                  limits=httpx.Limits(max_connections=len(reqs) + 4)) as client:
         started = time.perf_counter()
@@ -137,7 +139,7 @@ async def warm(url: str, names: list[str], adapters: int, args) -> None:
     async with httpx.AsyncClient(timeout=httpx.Timeout(600)) as client:
         for a in range(adapters):
             await one(client, url, names[a], "the cat", 2, Sample())
-        await one(client, url, "tiny", "the cat", 2, Sample())
+        await one(client, url, args.served, "the cat", 2, Sample())
 
 
 async def measure(urls: dict[tuple[str, str], str], names: list[str], args) -> dict:
@@ -163,7 +165,7 @@ def pct(xs: list[float], q: int) -> float:
 
 def table(pattern: str, res: dict, args) -> Table:
     what = (f"closed loop, {args.concurrency} in flight" if pattern == "closed" else f"Poisson, {args.rate:g} req/s")
-    t = Table(title=f"{what}; {args.requests} requests x {args.rounds} rounds, {args.max_tokens} tokens out; "
+    t = Table(title=f"{args.served} base, {what}; {args.requests} requests x {args.rounds} rounds, {args.max_tokens} tokens out; "
                     "x = ratio to base only, same run")
     t.add_column("row")
     for ops in args.ops:
@@ -203,11 +205,25 @@ def plot(res: dict, args, path: Path) -> Path | None:
         ax.set_xticks([i + width * (len(args.ops) - 1) / 2 for i in range(len(names))], names, rotation=20)
         ax.set_title(label)
         ax.legend()
-    fig.suptitle(f"loramux on CPU, tiny base, closed loop ({args.concurrency} in flight), {args.rounds} rounds")
+    fig.suptitle(f"loramux on CPU, {args.served} base, closed loop ({args.concurrency} in flight), {args.rounds} rounds")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def resolve_base(value: str | Path, tmp: Path) -> tuple[Path, str]:
+    """`tiny`: built into `tmp`; `smollm2`: the real base from the tests' cache (`loramux base get
+    smollm2` on first use); else a base folder. Returns the folder and the name it is served as."""
+    if str(value) == "tiny":
+        from loramux.trainer.tiny_base import build_tiny
+
+        return build_tiny(tmp / "base", seed=0), "tiny"
+    if str(value) == "smollm2":
+        from tests.real_base import smollm2_folder
+
+        return smollm2_folder(), "smollm2"
+    return Path(value), Path(value).name
 
 
 def make_adapters(base: Path, root: Path, n: int) -> list[Path]:
@@ -217,7 +233,7 @@ def make_adapters(base: Path, root: Path, n: int) -> list[Path]:
 
 
 def servers(stack: contextlib.ExitStack, base: Path, adapters: list[Path], names: list[str], tmp: Path, args) -> dict:
-    common = ["--base", str(base), "--served-name", "tiny", "--dtype", "float32", "--idle-s", "0"]
+    common = ["--base", str(base), "--served-name", args.served, "--dtype", "float32", "--idle-s", "0"]
     if args.max_num_seqs:
         common += ["--max-num-seqs", str(args.max_num_seqs)]
     urls = {}
@@ -246,7 +262,7 @@ def servers(stack: contextlib.ExitStack, base: Path, adapters: list[Path], names
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", type=Path, help="base model folder (default: build the tiny base)")
+    p.add_argument("--base", default="tiny", help="tiny (built here), smollm2 (the real base, cached) or a folder")
     p.add_argument("--quick", action="store_true", help="one short round, grouped ops only, 4 slots (CI)")
     p.add_argument("--rounds", type=int)
     p.add_argument("--requests", type=int, help="requests per row, pattern and round")
@@ -273,11 +289,7 @@ def main(argv=None) -> dict:
     args = parse(argv)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        base = args.base
-        if base is None:
-            from loramux.trainer.tiny_base import build_tiny
-
-            base = build_tiny(tmp / "base", seed=0)
+        base, args.served = resolve_base(args.base, tmp)
         count = max(args.churn_adapters, max(args.resident))
         adapters = make_adapters(base, tmp / "adapters", count)
         names = [f"t{i % 8}/a{i:02d}" for i in range(count)]

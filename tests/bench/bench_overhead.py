@@ -1,12 +1,15 @@
 """loramux vs bare vLLM on the same base, adapters and load; prints a table of ratios.
 
-    .venv/bin/python tests/bench/bench_overhead.py [--rounds 3] [--clients 8] [--requests 64]
+    .venv/bin/python tests/bench/bench_overhead.py [--rounds 3] [--clients 8] [--requests 64] [--base smollm2|DIR]
     .venv/bin/python tests/bench/bench_overhead.py --dtypes auto,float32,bfloat16 [--base DIR]
 
-Targets, all serving the same tiny base + adapters with the same engine settings:
+Targets, all serving the same base (`--base`: `tiny`, built here; `smollm2`, the real base, cached
+as the tests cache it; or a folder) + adapters with the same engine settings:
   loramux        our server with the mixed-batch fix (what users run)
   loramux-nofix  our server with LORAMUX_LORA_FIX=0: isolates HTTP/service overhead
   vllm           `python -m vllm.entrypoints.openai.api_server --enable-lora --lora-modules ...`
+  base-only      our server with LoRA off, the same load sent to the base alone: the column
+                 "vs base only" is what serving adapters costs against a base-only deployment
 Runs alternate between targets (round robin), so drift on a noisy machine hits all alike.
 Throughput = completion tokens / wall time; TTFT from streamed responses.
 
@@ -36,6 +39,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.bench.bench_lora_throughput import resolve_base  # noqa: E402
 from tests.integration.conftest import free_port, wait_healthy  # noqa: E402
 from tests.lora_factory import random_lora  # noqa: E402
 
@@ -44,17 +48,19 @@ PROMPTS = ["The cat sees", "Q: Where is my order? A:", "my friend builds a small
 
 
 def launch(target: str, base: Path, adapters: dict[str, Path], engine_flags: list[str], logdir: Path,
-           name: str | None = None):
+           name: str | None = None, served: str = "tiny"):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LORAMUX_LORA_FIX"}
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    if target == "base-only":
+        env["LORAMUX_ENABLE_LORA"], adapters = "0", {}
     if target == "vllm":
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(base),
-               "--served-model-name", "tiny", "--enable-lora", "--port", str(port), "--lora-modules",
+               "--served-model-name", served, "--enable-lora", "--port", str(port), "--lora-modules",
                *[f"{n}={p}" for n, p in adapters.items()], *engine_flags]
     else:
         cmd = [sys.executable, "-m", "loramux.server.cli", "serve", "--base", str(base),
-               "--served-name", "tiny", "--port", str(port), *engine_flags,
+               "--served-name", served, "--port", str(port), *engine_flags,
                *[a for n, p in adapters.items() for a in ("--adapter", f"{n}={p}")]]
         if target == "loramux-nofix":
             env["LORAMUX_LORA_FIX"] = "0"
@@ -159,40 +165,38 @@ def compare_dtypes(args, adapters: dict[str, Path], tmp: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--base", type=Path, help="base model dir (default: build the tiny base)")
+    ap.add_argument("--base", default="tiny", help="tiny (built here), smollm2 (the real base, cached) or a folder")
     ap.add_argument("--adapters", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--requests", type=int, default=64)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--targets", default="loramux,loramux-nofix,vllm")
+    ap.add_argument("--targets", default="loramux,loramux-nofix,vllm,base-only")
     ap.add_argument("--dtypes", help="compare these --dtype values on our server instead (e.g. auto,float32,bfloat16)")
     args = ap.parse_args()
     targets = args.targets.split(",")
     engine_flags = ["--dtype", "float32", "--max-loras", "4", "--max-lora-rank", "16"]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if args.base is None:
-            from loramux.trainer.tiny_base import build_tiny
-            with console.status("building the tiny base"):
-                args.base = build_tiny(tmp / "base", seed=0)
+        with console.status(f"getting the {args.base} base"):
+            args.base, args.served = resolve_base(args.base, tmp)
         adapters = {f"bench/a{i}": random_lora(args.base, tmp / f"a{i}", seed=i + 1) for i in range(args.adapters)}
         if args.dtypes:
             return compare_dtypes(args, adapters, tmp)
-        models = ["tiny", *adapters]
+        models = {t: [args.served] if t == "base-only" else [args.served, *adapters] for t in targets}
         servers = {}
         try:
             for t in targets:
                 with console.status(f"starting {t}"):
-                    servers[t] = launch(t, args.base, adapters, engine_flags, tmp)
-            for _, url in servers.values():  # warm-up: first LoRA loads, first compilations
-                asyncio.run(load(url, models, 4, 8, 8, seed=0))
+                    servers[t] = launch(t, args.base, adapters, engine_flags, tmp, served=args.served)
+            for t, (_, url) in servers.items():  # warm-up: first LoRA loads, first compilations
+                asyncio.run(load(url, models[t], 4, 8, 8, seed=0))
             results: dict[str, list] = {t: [] for t in targets}
             with Progress(console=console) as progress:
                 task = progress.add_task("benchmark", total=args.rounds * len(targets))
                 for r in range(args.rounds):
                     for t in targets:
-                        results[t].append(asyncio.run(load(servers[t][1], models, args.clients,
+                        results[t].append(asyncio.run(load(servers[t][1], models[t], args.clients,
                                                            args.requests, args.max_tokens, seed=r)))
                         progress.advance(task)
         finally:
@@ -204,13 +208,16 @@ def main() -> None:
         ttfts = [x for _, tt in runs for x in tt]
         summary[t] = (statistics.median(tp for tp, _ in runs), pct(ttfts, 50) * 1000, pct(ttfts, 99) * 1000)
     ref = summary.get("vllm") or next(iter(summary.values()))
-    table = Table(title=f"{args.rounds} rounds x {args.requests} requests, {args.clients} clients, "
-                        f"{args.max_tokens} tokens, base + {args.adapters} adapters")
-    for col in ("target", "tok/s (median)", "TTFT p50 ms", "TTFT p99 ms", "tput vs vllm", "p50 Δ ms"):
+    base_only = summary.get("base-only")
+    table = Table(title=f"{args.served}: {args.rounds} rounds x {args.requests} requests, {args.clients} clients, "
+                        f"{args.max_tokens} tokens, base + {args.adapters} adapters (base-only: the base alone)")
+    for col in ("target", "tok/s (median)", "TTFT p50 ms", "TTFT p99 ms", "tput vs vllm", "p50 Δ ms",
+                *(["vs base only"] if base_only else [])):
         table.add_column(col, justify="right")
     for t, (tp, p50, p99) in summary.items():
-        table.add_row(t, f"{tp:.1f}", f"{p50:.1f}", f"{p99:.1f}", f"{tp / ref[0]:.3f}x", f"{p50 - ref[1]:+.1f}")
-    Console().print(table)
+        table.add_row(t, f"{tp:.1f}", f"{p50:.1f}", f"{p99:.1f}", f"{tp / ref[0]:.3f}x", f"{p50 - ref[1]:+.1f}",
+                      *([f"{tp / base_only[0]:.3f}x"] if base_only else []))
+    Console(width=200).print(table)
 
 
 if __name__ == "__main__":

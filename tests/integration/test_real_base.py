@@ -4,10 +4,11 @@ Every other integration test runs on the 4-layer tiny base the project builds; t
 brings: 30 layers, tied embeddings, a ChatML template with a default system prompt. One round of
 concurrent requests (the base, two adapters of different ranks and two per-request merges, chat
 rendered with the real template and plain completions) shares the engine's batches. Each served
-text must be PEFT's greedy text and each served token's log-probability PEFT's within 1e-3; the
-merges are checked against PEFT's own composition (two active adapters, `add_weighted_adapter`),
-not against the project's merge code. PEFT runs once per model over all prompts, left-padded, on
-one torch thread: two threads on a shared 2-core machine ran a forward ~10x slower (measured).
+text must be PEFT's greedy text (up to a near-tie, see below) and each served token's
+log-probability PEFT's within 1e-3; the merges are checked against PEFT's own composition (two
+active adapters, `add_weighted_adapter`), not against the project's merge code. PEFT runs once per
+model over all prompts, left-padded, on one torch thread (two threads on a shared 2-core machine
+ran a forward ~10x slower, measured), in a thread while the server starts.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ CHATS = ["What is the capital of France?", "Name three primary colors.", "Write 
 PROMPTS = ["The cat sees", "def fibonacci(n):", "Once upon a time,"]
 MAX_TOKENS = 20
 TOL = 1e-3
+MARGIN = 2 * TOL  # logits between a greedy token and its runner-up below which either may win
 
 
 @contextlib.contextmanager
@@ -134,18 +136,41 @@ def peft_answers(base_dir, adapters) -> dict[tuple[str, str], dict]:
                 ids = gen.sequences[row, enc.input_ids.shape[1]:].tolist()
                 n = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))  # the EOS counts, as served
                 lps = [torch.log_softmax(gen.logits[i][row].float(), -1)[ids[i]].item() for i in range(n)]
+                top2 = [gen.logits[i][row].topk(2).values.tolist() for i in range(n)]
                 out[variant, prompt] = {"text": tok.decode(ids[:n], skip_special_tokens=True), "logprobs": lps,
-                                        "prompt_tokens": int(enc.attention_mask[row].sum())}
+                                        "prompt_tokens": int(enc.attention_mask[row].sum()),
+                                        "prefixes": [tok.decode(ids[:i + 1], skip_special_tokens=True)
+                                                     for i in range(n)],
+                                        "margins": [a - b for a, b in top2]}
     print(f"\nPEFT reference for {len(VARIANTS)} models in {time.monotonic() - started:.1f}s", file=sys.stderr)
     return out
 
 
+def divergence(text: str, want: dict) -> int | None:
+    """The first of PEFT's greedy steps the served text does not follow (None: the same text)."""
+    if text == want["text"]:
+        return None
+    return next((i for i, prefix in enumerate(want["prefixes"]) if not text.startswith(prefix)),
+                len(want["prefixes"]) - 1)  # the served text runs on where PEFT chose its EOS
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_served_greedy_text_and_logprobs_are_peft(served, reference, variant):
+    """Equal texts, except after a step PEFT won by less than MARGIN: ~600 greedy steps here hold
+    one to three such near-ties (measured: 1e-3 logits), where fp32 kernels' rounding may choose
+    either token; the shared prefix must still match, logprobs included."""
+    ties = []
     for prompt in [*CHATS, *PROMPTS]:
         got, want = served[variant, prompt], reference[variant, prompt]
-        assert got["text"] == want["text"], (variant, prompt)
-        assert got["logprobs"] == pytest.approx(want["logprobs"], abs=TOL), (variant, prompt)
+        step = divergence(got["text"], want)
+        if step is not None:
+            assert want["margins"][step] < MARGIN, (
+                f"{variant} on {prompt!r}: served {got['text']!r}, PEFT {want['text']!r}; they part at "
+                f"token {step}, which PEFT chose by {want['margins'][step]:.4f} logits")
+            ties.append(prompt)
+        agreed = len(want["logprobs"]) if step is None else step
+        assert got["logprobs"][:agreed] == pytest.approx(want["logprobs"][:agreed], abs=TOL), (variant, prompt)
+    assert len(ties) <= 1, (variant, ties)
 
 
 def test_the_server_renders_the_real_chat_template(served, reference):
