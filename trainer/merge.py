@@ -72,7 +72,7 @@ def merge(adapter: str, out: Path, *, base: Path | None = None, store: StoreSett
 
         spec = BaseSpec.from_dir(base)
         found = spec.fingerprint
-        if not spec.matches(manifest.base_fingerprint):
+        if not spec.matches(manifest.base_fingerprint, manifest.chat_template):
             raise InvalidRequest(f"{adapter} was trained on base {manifest.base_model!r} (fingerprint "
                                  f"{manifest.base_fingerprint}); {base} has fingerprint {found}", param="base")
     return merge_into_base(adapter_dir, base, out, dtype=dtype)
