@@ -115,7 +115,7 @@ def test_a_broken_adapter_scores_lower(smollm2, tmp_path):
 
     model, tokenizer = smollm2
     items = probe.load_probe()
-    adapter = _broken_adapter(model, tmp_path / "broken", scale=0.05)
+    adapter = _broken_adapter(model, tmp_path / "broken", scale=1.0)
     tuned = PeftModel.from_pretrained(model, adapter).eval()
     try:
         broken = probe.general_probe(tuned, tokenizer, items)
@@ -141,7 +141,7 @@ def test_add_tenant_reports_and_records_the_probe(smollm2_base, tmp_path, monkey
     shutil.copytree(smollm2_base, base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     run = tmp_path / "run"
-    _broken_adapter(model, run / "adapter", scale=0.02)
+    _broken_adapter(model, run / "adapter", scale=0.5)
     del model
     items = probe.load_probe()[:10]  # ten questions keep this wiring test short; the probe is tested above
     monkeypatch.setattr(probe, "load_probe", lambda path=probe.GENERAL_PROBE: items)
@@ -166,5 +166,5 @@ def test_add_tenant_reports_and_records_the_probe(smollm2_base, tmp_path, monkey
     assert scores["general_probe"] == m["general_probe"] and scores["base_general_probe"] == 1.0
     console = Console(record=True, width=200)
     console.print(cli._summary(m))
-    assert re.search(r"general probe\s+0\.\d{3} \(base 1\.000, change -0\.\d{3}, \d+ of 10 wrong\)",
+    assert re.search(r"general probe\s+0\.\d{3} \(base 1\.000, change -[01]\.\d{3}, \d+ of 10 wrong\)",
                      console.export_text())
