@@ -14,7 +14,7 @@ import resource
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -300,8 +300,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
 
     if not (Path(cfg.base) / "config.json").is_file():
         raise InvalidRequest(f"base: no config.json in {cfg.base}", param="base")
-    splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
-                         seed=cfg.training.seed)
+    splits = training_splits(cfg)
     cfg = resolve(cfg, len(splits.train))  # rate, rank and length for this base and data, in config.json
     cfg.output_dir.mkdir(parents=True, exist_ok=True)
     (cfg.output_dir / "config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
@@ -319,10 +318,18 @@ def train(cfg: TrainConfig, *, resume: bool = False, with_base: bool = True,
     return TrainResult(output_dir=cfg.output_dir, artifact=artifact, metrics=metrics)
 
 
-def planned_length(cfg: TrainConfig):
-    """The run's length (evalloop.Length: steps, epochs, tokens) for this recipe and data, without training."""
+def training_splits(cfg: TrainConfig) -> Splits:
+    """The tenant's splits, with `data.general_mix` general rows added to the training split only."""
+    from loramux.trainer.general_mix import mix_into
+
     splits = load_splits(cfg.data.train, cfg.data.eval, eval_fraction=cfg.data.eval_fraction,
                          seed=cfg.training.seed)
+    return replace(splits, train=mix_into(splits.train, cfg.data.general_mix, seed=cfg.training.seed))
+
+
+def planned_length(cfg: TrainConfig):
+    """The run's length (evalloop.Length: steps, epochs, tokens) for this recipe and data, without training."""
+    splits = training_splits(cfg)
     built = build_trainer(cfg, splits, Console(stderr=True, quiet=True))
     length = built.length.length
     del built

@@ -57,6 +57,22 @@ def test_recipe_option_general_mix():
     assert "data.general_mix" in e.value.message
 
 
+def test_a_run_trains_on_the_mix_and_gates_on_the_tenants_own_eval(tmp_path):
+    from loramux.trainer.data import write_jsonl
+    from loramux.trainer.train import training_splits
+
+    rows = [{"prompt": f"route ticket {i}", "completion": f"queue {i % 3}"} for i in range(30)]
+    held = rows[:6]
+    data = [f"data.train={write_jsonl(tmp_path / 'train.jsonl', rows)}",
+            f"data.eval={write_jsonl(tmp_path / 'eval.jsonl', held)}"]
+    plain = training_splits(build_config({}, data))
+    mixed = training_splits(build_config({}, [*data, "data.general_mix=0.25"]))
+    assert len(plain.train) == 30 and len(mixed.train) == 40  # 10 general rows are a quarter of 40
+    assert mixed.eval == plain.eval and mixed.data_hash == plain.data_hash
+    general = {c[0]["content"] for c in general_mix.general_conversations()}
+    assert sum(e.messages[0]["content"] in general for e in mixed.train) == 10
+
+
 def test_probe_line_formats_scores_skips_and_nothing():
     m = probe.ProbeReport(1.0, 0.94, 50, None, [{"question": "q", "answer": "a"}] * 3).metrics()
     assert probe.probe_line(m) == "0.940 (base 1.000, change -0.060, 3 of 50 wrong)"
