@@ -116,7 +116,7 @@ def _broken_adapter(model, out, scale: float):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj", "down_proj"]))
+    peft = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear"))
     with torch.no_grad():
         for name, p in peft.named_parameters():
             if "lora_B" in name:
@@ -131,7 +131,7 @@ def test_a_broken_adapter_scores_lower(smollm2, tmp_path):
 
     model, tokenizer = smollm2
     items = probe.load_probe()
-    adapter = _broken_adapter(model, tmp_path / "broken", scale=1.0)
+    adapter = _broken_adapter(model, tmp_path / "broken", scale=4.0)  # far past any CPU's rounding
     tuned = PeftModel.from_pretrained(model, adapter).eval()
     try:
         broken = probe.general_probe(tuned, tokenizer, items)
@@ -157,7 +157,7 @@ def test_add_tenant_reports_and_records_the_probe(smollm2_base, tmp_path, monkey
     shutil.copytree(smollm2_base, base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     run = tmp_path / "run"
-    _broken_adapter(model, run / "adapter", scale=0.5)
+    _broken_adapter(model, run / "adapter", scale=4.0)
     del model
     items = probe.load_probe()[:10]  # ten questions keep this wiring test short; the probe is tested above
     monkeypatch.setattr(probe, "load_probe", lambda path=probe.GENERAL_PROBE: items)
