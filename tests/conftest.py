@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,26 +64,13 @@ def pytest_runtest_setup(item) -> None:
 
 
 # Under pytest-xdist (`make test` runs two workers) each worker is its own session, so tests that
-# share an expensive session fixture must run on one worker or it is built twice. The scheduler sees
-# node ids only, so a module's unit is read from its source: the modules on the integration server,
-# those on the real base's server, the trainer folder (its side-by-side runs), and every other module
-# alone (those that start their own servers among them). xdist's `loadgroup` marks would say this
-# per test, but they do not reach its scheduler on pytest 9.
-SHARED_FIXTURES = {"smollm2_server": "real-base-server", "server": "integration-server"}  # first match wins
-
-
-@functools.cache
-def unit_of(path: str) -> str:
-    if path.startswith("tests/trainer/"):
-        return "trainer"
-    if not path.startswith("tests/integration/"):  # elsewhere, a `server` is a module's own fixture
-        return path
-    try:
-        source = (Path(__file__).parent.parent / path).read_text()
-    except OSError:
-        return path
-    params = " ".join(re.findall(r"\bdef \w+\(([^)]*)\)", source))
-    return next((unit for f, unit in SHARED_FIXTURES.items() if re.search(rf"\b{f}\b", params)), path)
+# share an expensive session fixture must run on one worker or it is built twice: the integration
+# servers (the tiny base's and the real base's) and the trainer's side-by-side runs. The integration
+# folder is one unit, so its modules that start servers of their own (Ray's replicas among them) run one
+# at a time: split into units of their own, they ran beside the other worker's long-lived servers and
+# Ray's controller was restarted under memory pressure (24 GiB, one CI run). The trainer folder is another;
+# every other module is its own. (xdist's `loadgroup` marks do not reach its scheduler on pytest 9.)
+UNITS = {"tests/integration/": "integration", "tests/trainer/": "trainer"}
 
 
 def pytest_xdist_make_scheduler(config, log):
@@ -93,7 +78,8 @@ def pytest_xdist_make_scheduler(config, log):
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return unit_of(nodeid.split("::", 1)[0])
+            path = nodeid.split("::", 1)[0]
+            return next((unit for prefix, unit in UNITS.items() if path.startswith(prefix)), path)
 
     return SharedFixtureScheduling(config, log)
 
