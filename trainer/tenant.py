@@ -113,7 +113,7 @@ def add_tenant(cfg: TrainConfig, *, tenant: str, name: str, store: StoreSettings
 
     result = train(cfg, with_base=True, console=console)
     m = result.metrics
-    if "general_probe" not in m:  # train.evaluate_run may score it on the models it has loaded already
+    if "general_probe" not in m:  # train.evaluate_run scores it on the models it loads; a run without it
         if console is not None:
             console.print("general probe: the base, then the adapter")
         m.update(probe_run(cfg.base, result.artifact).metrics())

@@ -269,26 +269,37 @@ def fit(cfg: TrainConfig, splits: Splits, *, resume: bool = False, console: Cons
 
 
 def evaluate_run(cfg: TrainConfig, splits: Splits, artifact: Path, *, with_base: bool = True) -> dict:
-    """Held-out score of the tuned model (and the base), and the forgetting score, all on fresh fp32 models."""
+    """Held-out score of the tuned model (and the base), the forgetting score and the general probe, all on
+    fresh models loaded once each, one at a time. The base goes first: its probe score decides whether
+    the tuned model's is worth measuring (loramux.trainer.probe)."""
     from transformers import AutoTokenizer
 
     from loramux.trainer import evaluate as ev
+    from loramux.trainer.probe import MIN_BASE_SCORE, ProbeReport, general_probe, load_probe
 
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     examples = splits.eval[:cfg.data.max_eval_examples]
     general = ev.general_texts(cfg.data.general)
     opts = {"metric": cfg.eval.metric, "max_new_tokens": cfg.eval.max_new_tokens, "batch_size": cfg.eval.batch_size}
-    full = not METHODS[cfg.method].adapter
-    tuned = ev.load_model(cfg.base, adapter=None if full else artifact, full=artifact if full else None)
-    out = {"metric": cfg.eval.metric, "eval": ev.score(tuned, tokenizer, examples, **opts),
-           "general_nll": ev.mean_nll(tuned, tokenizer, general)}
-    del tuned
+    out: dict = {"metric": cfg.eval.metric}
+    base_probe = None
     if with_base:
+        probe = load_probe()
         base = ev.load_model(cfg.base)
         out["base_eval"] = ev.score(base, tokenizer, examples, **opts)
         out["base_general_nll"] = ev.mean_nll(base, tokenizer, general)
-        out["forgetting"] = out["general_nll"] - out["base_general_nll"]
+        base_probe = general_probe(base, tokenizer, probe)
         del base
+    full = not METHODS[cfg.method].adapter
+    tuned = ev.load_model(cfg.base, adapter=None if full else artifact, full=artifact if full else None)
+    out["eval"] = ev.score(tuned, tokenizer, examples, **opts)
+    out["general_nll"] = ev.mean_nll(tuned, tokenizer, general)
+    tuned_probe = (general_probe(tuned, tokenizer, probe)
+                   if base_probe is not None and base_probe.score >= MIN_BASE_SCORE else None)
+    del tuned
+    if with_base:
+        out["forgetting"] = out["general_nll"] - out["base_general_nll"]
+        out.update(ProbeReport.of(base_probe, tuned_probe).metrics())
     gc.collect()
     return out
 
