@@ -7,6 +7,8 @@ STAMP := $(VENV)/.loramux-installed
 DEMO ?= .demo
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# The demo's base: tiny (built offline in seconds) or smollm2 (SmolLM2-135M-Instruct from PyPI).
+BASE ?= tiny
 # Test processes (pytest-xdist): two fit these 2-core machines (each worker's vLLM engine gets a core).
 WORKERS ?= 2
 
@@ -23,7 +25,7 @@ lock:
 	VENV=$(VENV) UPGRADE=$(UPGRADE) bash scripts/lock.sh
 
 serve: install
-	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) VENV=$(VENV) bash scripts/demo.sh
+	DEMO=$(DEMO) HOST=$(HOST) PORT=$(PORT) BASE=$(BASE) VENV=$(VENV) bash scripts/demo.sh
 
 test: install
 	$(BIN)/python -m pytest -ra -n $(WORKERS) --durations=15 $(PYTEST_ARGS)

@@ -143,18 +143,19 @@ def plan(
     examples: Annotated[int, typer.Option(help="Training examples you have.")],
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence.")] = 2048,
     batch_size: Annotated[int, typer.Option(help="Sequences per step.")] = 1,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank; default by dataset size.")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank; default the recipes' for this base size.")] = None,
     targets: Annotated[str | None, typer.Option(help="attention | mlp | all-linear | q_proj,v_proj,...")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Memory estimate per method (weights, gradients, optimizer, activations) and a recommendation."""
+    """Memory estimate per method (weights, gradients, optimizer, activations), a recommendation, and the rate,
+    rank and length the recipes use on this base."""
     from loramux.trainer.plan import GiB, make_plan, parse_bytes
 
     p = make_plan(base, gpu_mem=parse_bytes(gpu_mem), examples=examples, seq_len=seq_len,
                   batch_size=batch_size, r=rank, targets=targets)
     if as_json:
         out.print_json(json.dumps({"params": p.shape.params, "gpu_mem": p.gpu_mem,
-                                   "recommendation": p.recommendation, "reason": p.reason,
+                                   "recommendation": p.recommendation, "reason": p.reason, "defaults": p.defaults,
                                    "methods": [{**e.__dict__, "total": e.total} for e in p.estimates]}))
         return
     t = Table(title=f"{p.shape.params / 1e9:.2f}B parameters, {seq_len}x{batch_size} tokens/step, "
@@ -167,6 +168,10 @@ def plan(
                   e.notes + (" (grad. checkpointing)" if e.checkpointing else ""))
     out.print(t)
     out.print(f"[bold]recommendation:[/bold] {p.recommendation}: {escape(p.reason)}")
+    d = p.defaults
+    out.print(f"[bold]recipe defaults for this base:[/bold] LoRA/QLoRA rate {d['lora_learning_rate']:g} (full "
+              f"{d['full_learning_rate']:g}), r={d['r']}, alpha={d['alpha']:g}, {d['targets']}; {d['epochs']:g} epochs "
+              f"of {examples:,} examples ({d['examples_seen']:,} seen) unless early stopping ends it sooner")
 
 
 @app.command()
@@ -190,14 +195,15 @@ def compare(
 @app.command("demo-data")
 def demo_data(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for PERSONA.train/eval.jsonl.")],
-    persona: Annotated[list[str] | None, typer.Option(help="pirate, robot; default both.")] = None,
+    persona: Annotated[list[str] | None, typer.Option(
+        help="pirate, robot (the tiny base's), support, orders (a real base's); default pirate and robot.")] = None,
 ) -> None:
     """Write the demo tenants' datasets (deterministic persona tasks)."""
-    from loramux.trainer.demo import PERSONAS, write_demo_data
+    from loramux.trainer.demo import ALL_PERSONAS, PERSONAS, write_demo_data
 
     for name in persona or list(PERSONAS):
-        if name not in PERSONAS:
-            raise LoramuxError(f"unknown persona {name!r}; known: {sorted(PERSONAS)}")
+        if name not in ALL_PERSONAS:
+            raise LoramuxError(f"unknown persona {name!r}; known: {sorted(ALL_PERSONAS)}")
         train_path, eval_path = write_demo_data(out_dir, name)
         out.print(f"{name}: {train_path} {eval_path}")
 
@@ -216,11 +222,16 @@ def demo(
     base_id: Annotated[str | None, typer.Option(help="Served id of the base; default its folder name.")] = None,
     threads: Annotated[int, typer.Option(help="CPU threads (1 is fastest on a busy small CPU; 0 = torch default).")] = 1,
     server: Annotated[str | None, typer.Option(help="Running server to load the new versions into.")] = None,
+    demo_set: Annotated[str, typer.Option("--set", help="tiny: demo/pirate (LoRA) and demo/robot (QLoRA); smollm2: "
+                                          "acme/support (LoRA) and globex/orders (QLoRA), for a real instruct base.")
+                        ] = "tiny",
 ) -> None:
-    """Train and publish the demo tenants, demo/pirate (LoRA) and demo/robot (QLoRA), unless published."""
+    """Train and publish a set of demo tenants (one LoRA, one QLoRA), unless already published."""
     from loramux.adapters.settings import StoreSettings
-    from loramux.trainer.demo import DemoTenant, train_demo_tenants
+    from loramux.trainer.demo import DEMO_SETS, DemoTenant, train_demo_tenants
 
+    if demo_set not in DEMO_SETS:
+        raise LoramuxError(f"unknown demo set {demo_set!r}; known: {', '.join(DEMO_SETS)}")
     store = StoreSettings.of(registry)
 
     def report(done: DemoTenant) -> None:
@@ -232,7 +243,7 @@ def demo(
                   f"in {store.store}", highlight=False, soft_wrap=True)
 
     train_demo_tenants(base, store, work_dir, threads=threads or None, server=server, base_id=base_id,
-                       console=err, report=report)
+                       console=err, report=report, demo_set=demo_set)
 
 
 if __name__ == "__main__":

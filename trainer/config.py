@@ -97,8 +97,12 @@ class TrainingSettings(_Strict):
     """Passes over the training data; null = 3, or more on small data so that at least `min_examples`
     examples are seen (at most 25). Early stopping usually ends the run sooner: evaluation runs
     `evals_per_run` times and training stops once the score stops improving."""
-    min_examples: int = Field(3000, ge=0)
-    """With `epochs: null`, small data sets are repeated until the run has seen this many examples."""
+    min_examples: int | None = Field(None, ge=0)
+    """With `epochs: null`, small data sets are repeated until the run has seen this many examples; null = by
+    base size (defaults.py: 3,000 on bases trained from scratch, fewer on pretrained ones)."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Time budget: once this many minutes have trained, evaluate, save and stop (the best checkpoint is kept,
+    as at any other stop); null = no budget. The run's plan line says how long the length alone will take."""
     max_steps: int | None = Field(None, gt=0)
     """Optimizer steps to run; overrides `epochs` when set."""
     batch_size: int = Field(1, gt=0)

@@ -6,7 +6,8 @@ adds the task metric on a small held-out sample to those evaluations, and the ob
 rank checkpoints by: the metric first, held-out loss breaking ties (a flat 0% early in a run
 still improves through the loss, so patience does not run out before the metric can rise);
 `EarlyStopping` also ends a run whose metric is perfect twice in a row.
-`RunLength` says up front how many steps and tokens the run will do, then how long it will take.
+`RunLength` says up front how many steps and tokens the run will do, then how long it will take;
+`TimeBudget` ends a run at `training.max_minutes` the way early stopping would.
 """
 
 from __future__ import annotations
@@ -134,12 +135,15 @@ def run_length(trainer, cfg: TrainConfig) -> Length:
 class RunLength(TrainerCallback):
     """Prints the plan at the start and, once a few steps are measured, about how long the run takes."""
 
-    def __init__(self, length: Length, console: Console | None, measure_steps: int = 20) -> None:
+    def __init__(self, length: Length, console: Console | None, measure_steps: int = 20,
+                 budget_minutes: float | None = None) -> None:
         self.length, self.console, self.measure_steps = length, console or Console(stderr=True), measure_steps
+        self.budget_minutes = budget_minutes
         self.t0, self.step0, self.estimate_s = 0.0, 0, None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.console.print(self.length.line(), highlight=False, soft_wrap=True)
+        budget = f"; stopping after {self.budget_minutes:g} min at most" if self.budget_minutes else ""
+        self.console.print(self.length.line() + budget, highlight=False, soft_wrap=True)
         self.t0, self.step0 = time.perf_counter(), state.global_step
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -147,11 +151,27 @@ class RunLength(TrainerCallback):
         if self.estimate_s is None and done >= min(self.measure_steps, state.max_steps - self.step0):
             per_step = (time.perf_counter() - self.t0) / max(done, 1)
             self.estimate_s = per_step * (state.max_steps - self.step0)
+            capped = self.budget_minutes and self.estimate_s > 60 * self.budget_minutes
             self.console.print(f"plan: about {_duration(self.estimate_s)} for {state.max_steps - self.step0} steps "
-                               "(less if it stops early)", highlight=False, soft_wrap=True)
+                               + ("(the time budget stops it sooner)" if capped else "(less if it stops early)"),
+                               highlight=False, soft_wrap=True)
 
     def record(self) -> dict:
         return {**asdict(self.length), "estimated_s": self.estimate_s}
+
+
+class TimeBudget(TrainerCallback):
+    """`training.max_minutes`: past the budget, evaluate, save and stop, so the best checkpoint is still chosen."""
+
+    def __init__(self, minutes: float) -> None:
+        self.seconds, self.t0 = 60 * minutes, 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if time.perf_counter() - self.t0 >= self.seconds:
+            control.should_evaluate = control.should_save = control.should_training_stop = True
 
 
 def _duration(seconds: float) -> str:

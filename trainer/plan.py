@@ -82,17 +82,6 @@ def estimate(s: BaseShape, method: str, *, r: int, targets: list[str], tokens: i
                     activations(s, tokens, checkpointing), checkpointing, note)
 
 
-def recommend_lora(examples: int) -> tuple[int, str]:
-    """Rank and targets by dataset size: small data = small, attention-only updates (less overfit)."""
-    if examples < 1_000:
-        return 8, "attention"
-    if examples < 10_000:
-        return 16, "all-linear"
-    if examples < 100_000:
-        return 32, "all-linear"
-    return 64, "all-linear"
-
-
 @dataclass
 class Plan:
     shape: BaseShape
@@ -100,20 +89,28 @@ class Plan:
     estimates: list[Estimate] = field(default_factory=list)
     recommendation: str = ""
     reason: str = ""
+    defaults: dict = field(default_factory=dict)
+    """What `trainer train`/`add-tenant` would use on this base and data (defaults.py): rate, rank, length."""
 
 
 def make_plan(base: str | Path, *, gpu_mem: int, examples: int, seq_len: int = 2048, batch_size: int = 1,
               r: int | None = None, targets: str | list[str] | None = None, headroom: float = 0.9) -> Plan:
     """Per-method estimates (without, and if needed with, gradient checkpointing) and a recommendation."""
+    from loramux.trainer.config import LoraSettings
+    from loramux.trainer.defaults import auto_epochs, rule_for
+
     s = load_shape(base)
-    rec_r, rec_targets = recommend_lora(examples)
-    r = r or rec_r
-    targets = targets or rec_targets
+    rule = rule_for(s.params)
+    r = r or rule.r
+    targets = targets or LoraSettings().target_modules
     names = TARGET_SETS[targets] if isinstance(targets, str) and targets in TARGET_SETS else (
         targets.split(",") if isinstance(targets, str) else list(targets))
     tokens = seq_len * batch_size
     budget = gpu_mem * headroom
-    plan = Plan(s, gpu_mem)
+    epochs = auto_epochs(examples, rule.min_examples)
+    plan = Plan(s, gpu_mem, defaults={"lora_learning_rate": rule.lora_lr, "full_learning_rate": rule.full_lr,
+                                      "r": r, "alpha": 2 * r, "targets": targets, "epochs": epochs,
+                                      "examples_seen": round(epochs * examples)})
     for method in METHODS:
         e = estimate(s, method, r=r, targets=names, tokens=tokens, checkpointing=False)
         if e.total > budget:
@@ -128,7 +125,7 @@ def make_plan(base: str | Path, *, gpu_mem: int, examples: int, seq_len: int = 2
     elif "lora" in fits:
         plan.recommendation, plan.reason = f"lora ({lora_desc})", (
             f"LoRA fits ({fits['lora'].total / GiB:.1f} of {gpu_mem / GiB:.0f} GiB) at 16-bit quality; "
-            f"{examples:,} examples suit rank {r} on {targets if isinstance(targets, str) else 'these modules'}"
+            f"rank {r} on {targets if isinstance(targets, str) else 'these modules'}"
             + ("" if "full" in fits else "; full fine-tuning does not fit"))
     elif "qlora" in fits:
         plan.recommendation, plan.reason = f"qlora ({lora_desc})", (

@@ -179,7 +179,7 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
     from transformers import AutoTokenizer, PrinterCallback, set_seed
     from trl import SFTTrainer
 
-    from loramux.trainer.evalloop import MIN_GAIN, EarlyStopping, RunLength, SampledMetric, run_length
+    from loramux.trainer.evalloop import MIN_GAIN, EarlyStopping, RunLength, SampledMetric, TimeBudget, run_length
     from loramux.trainer.progress import RichProgress
 
     quiet()
@@ -198,12 +198,14 @@ def build_trainer(cfg: TrainConfig, splits: Splits, console: Console | None = No
                                cfg.eval.batch_size, cfg.eval.max_new_tokens)]  # before the callbacks reading it
     if cfg.training.early_stopping_patience:
         callbacks.append(EarlyStopping(cfg.training.early_stopping_patience, MIN_GAIN, cfg.eval.metric))
+    if cfg.training.max_minutes:
+        callbacks.append(TimeBudget(cfg.training.max_minutes))
     with _env(TENSORBOARD_LOGGING_DIR=str(cfg.output_dir / "tensorboard")):
         trainer = SFTTrainer(model=loaded.model, args=args, train_dataset=_dataset(train_rows),
                              eval_dataset=_dataset(eval_rows), processing_class=tokenizer,
                              peft_config=loaded.peft_config, callbacks=callbacks)
     trainer.remove_callback(PrinterCallback)  # the rich bar replaces transformers' printing
-    length = RunLength(run_length(trainer, cfg), console)
+    length = RunLength(run_length(trainer, cfg), console, budget_minutes=cfg.training.max_minutes)
     trainer.add_callback(length)
     trainer.add_callback(RichProgress(f"{cfg.method} {cfg.output_dir.name}", console, metric=cfg.eval.metric))
     if cfg.training.loraplus_lr_ratio:

@@ -161,3 +161,39 @@ def test_demo_trains_what_is_missing_and_prints_one_line_per_tenant(tiny_base, d
     assert again.exit_code == 0 and not calls, again.output
     assert [line.split(":")[1].split()[:2] for line in again.stdout.strip().splitlines()] == [
         ["already", "published"], ["already", "published"]]
+
+
+def test_demo_set_for_a_real_base_and_an_unknown_set(tiny_base, demo_dirs, monkeypatch):
+    """`make serve BASE=smollm2` runs `trainer demo --set smollm2`: the support desk (LoRA) and the order
+    desk (QLoRA), each trained from its own data; an unknown set is one line, nothing trained."""
+    import json
+
+    import loramux.trainer.tenant as tenant
+    from loramux.trainer.demo import _COUNT_WORDS, REAL_PERSONAS
+
+    registry, work = demo_dirs
+    calls = []
+
+    def fake_add_tenant(cfg, *, tenant, name, store, base_id=None, server=None, console=None, **kw):
+        calls.append((f"{tenant}/{name}", cfg.method, Path(cfg.data.train).name))
+        manifest = _publish_persona(tiny_base, registry, work, name, base_id=base_id)
+        return type("Done", (), {"manifest": manifest, "warnings": []})
+
+    monkeypatch.setattr(tenant, "add_tenant", fake_add_tenant)
+    result = invoke("trainer", "demo", "--set", "smollm2", "--base", tiny_base, "--base-id", "smollm2",
+                    "--registry", registry, "--work-dir", work)
+    assert result.exit_code == 0, result.output
+    assert calls == [("acme/support", "lora", "support.train.jsonl"), ("globex/orders", "qlora", "orders.train.jsonl")]
+    rows = {p: [json.loads(line) for line in (work / "data" / f"{p}.train.jsonl").read_text().splitlines()]
+            for p in REAL_PERSONAS}
+    answers = {r["messages"][1]["content"] for r in rows["support"]}
+    assert len(answers) == 6 and len({r["messages"][0]["content"] for r in rows["support"]}) > 100
+    for r in rows["orders"]:  # the JSON is a function of the message: quantity, item, colour and city are in it
+        order, text = json.loads(r["messages"][1]["content"]), r["messages"][0]["content"]
+        assert order["city"] in text and order["colour"] in text and order["item"] in text
+        assert str(order["quantity"]) in text or _COUNT_WORDS[order["quantity"]] in text
+
+    calls.clear()
+    _one_line_error(invoke("trainer", "demo", "--set", "huge", "--base", tiny_base, "--registry", registry),
+                    "unknown demo set 'huge'")
+    assert not calls

@@ -83,10 +83,16 @@ TASKS: dict[str, Callable[[random.Random], tuple[dict, str]]] = {
 
 def make_task(name: str, *, n_train: int, n_eval: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     """`n_train` rows and `n_eval` held-out rows whose prompts are not among the training prompts."""
+    return split(TASKS[name], name, n_train=n_train, n_eval=n_eval, seed=seed)
+
+
+def split(generator: Callable[[random.Random], tuple[dict, str]], name: str, *, n_train: int, n_eval: int,
+          seed: int = 0) -> tuple[list[dict], list[dict]]:
+    """Rows from `generator` (row, prompt key), seeded by name and seed; held-out keys are unseen in training."""
     rng = random.Random(f"{name}-{seed}")
     train, held, seen = [], [], set()
     for _ in range(50 * (n_train + n_eval)):
-        row, key = TASKS[name](rng)
+        row, key = generator(rng)
         if len(train) < n_train:
             train.append(row)
             seen.add(key)

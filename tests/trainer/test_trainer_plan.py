@@ -52,9 +52,18 @@ def test_small_gpu_gets_qlora_and_tiny_gpu_gets_nothing(llama7b):
     assert make_plan(llama7b, gpu_mem=parse_bytes("2GiB"), examples=500).recommendation == "none fits"
 
 
-def test_rank_and_targets_follow_dataset_size(llama7b):
-    assert "r=8, targets=attention" in make_plan(llama7b, gpu_mem=80 * GiB, examples=300).recommendation
-    assert "r=32, targets=all-linear" in make_plan(llama7b, gpu_mem=80 * GiB, examples=20_000).recommendation
+def test_rank_rate_and_length_are_the_recipes_defaults_for_the_base(llama7b, tmp_path):
+    """One source: the plan shows what a run on this base would resolve to (defaults.resolve)."""
+    from loramux.trainer.config import build_config
+    from loramux.trainer.defaults import resolve
+
+    p = make_plan(llama7b, gpu_mem=80 * GiB, examples=300)
+    cfg = resolve(build_config({"base": str(llama7b), "output_dir": str(tmp_path)}), n_train=300)
+    assert f"r={cfg.lora.r}, targets={cfg.lora.target_modules}" in p.recommendation
+    assert p.defaults["lora_learning_rate"] == cfg.training.learning_rate == 2e-4
+    assert p.defaults["epochs"] == cfg.training.epochs and p.defaults["examples_seen"] == round(300 * cfg.training.epochs)
+    assert "r=4, targets=attention" in make_plan(llama7b, gpu_mem=80 * GiB, examples=300, r=4,
+                                                 targets="attention").recommendation
 
 
 def test_plan_cli_prints_every_method(llama7b):
