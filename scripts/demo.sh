@@ -16,7 +16,7 @@ REGISTRY=${REGISTRY:-$DEMO/registry}  # or s3://BUCKET/PREFIX (deploy/compose)
 case $BASE in
   tiny) dir=$DEMO/base; tenants=(demo/pirate demo/robot); dtype=(--dtype float32); minutes="about a minute"
         ask=("Tell me about the robot builds a small boat." "Can you explain a dog opens the letter?") ;;
-  smollm2) dir=$DEMO/smollm2; tenants=(acme/support globex/orders); dtype=(); minutes="a few minutes"
+  smollm2) dir=$DEMO/smollm2; tenants=(acme/support globex/orders); dtype=(); minutes="about 13 min side by side on 2 cores"
            ask=("How do I reset my password?" "Can you ship three green lamps to our office in Lyon?") ;;
   *) echo "BASE=$BASE: use BASE=tiny (the default) or BASE=smollm2" >&2; exit 2 ;;
 esac

@@ -223,7 +223,7 @@ def _train(personas: dict[str, Persona], todo: dict, store: StoreSettings, base_
     if console is not None and todo:
         names = [f"{personas[t].tenant}/{personas[t].name} ({personas[t].method}" for t in todo]
         how = ", side by side" if side_by_side else ""
-        console.print(f"training {') and '.join(names)}, about a minute on a CPU{how})", highlight=False)
+        console.print(f"training {') and '.join(names)}{how})", highlight=False)  # how long: scripts/demo.sh says
     if not side_by_side:
         from loramux.trainer.tenant import add_tenant  # torch and transformers: only when training
 

@@ -113,10 +113,10 @@ def _publish_persona(tiny_base: Path, registry: Path, work: Path, persona: str, 
     from loramux.adapters.registry import publish
     from loramux.adapters.store import open_store
     from loramux.trainer.data import file_hash
-    from loramux.trainer.demo import PERSONAS, write_demo_data
+    from loramux.trainer.demo import ALL_PERSONAS, write_demo_data
     from tests.lora_factory import random_lora
 
-    p = PERSONAS[persona]
+    p = ALL_PERSONAS[persona]
     adapter = random_lora(tiny_base, work / "adapters" / persona, seed=p.seed)
     return publish(open_store(str(registry)), adapter, tenant=p.tenant, name=p.name, method=p.method,
                    base=BaseSpec.from_dir(tiny_base, base_id), data_hash=file_hash(list(write_demo_data(
@@ -181,7 +181,7 @@ def test_demo_set_for_a_real_base_and_an_unknown_set(tiny_base, demo_dirs, monke
 
     monkeypatch.setattr(tenant, "add_tenant", fake_add_tenant)
     result = invoke("trainer", "demo", "--set", "smollm2", "--base", tiny_base, "--base-id", "smollm2",
-                    "--registry", registry, "--work-dir", work)
+                    "--registry", registry, "--work-dir", work, "--threads", "0")  # 0: one after the other, here
     assert result.exit_code == 0, result.output
     assert calls == [("acme/support", "lora", "support.train.jsonl"), ("globex/orders", "qlora", "orders.train.jsonl")]
     rows = {p: [json.loads(line) for line in (work / "data" / f"{p}.train.jsonl").read_text().splitlines()]
