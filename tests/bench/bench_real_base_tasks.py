@@ -28,7 +28,6 @@ FORMATS = {"triage": "chat", "booking": "chat, 2 user turns", "extract": "prompt
 
 
 def add_tenant(base: Path, work: Path, task: str, method: str, rows: int, held: int) -> dict:
-    sys.path.insert(0, str(ROOT / "tests" / "trainer"))
     from real_tasks import make_real_task
 
     from loramux.trainer.data import write_jsonl
@@ -83,7 +82,7 @@ def main() -> None:
 
     from loramux.adapters.hardware import cpu_features
 
-    sys.path.insert(0, str(ROOT))
+    sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "trainer")]  # tests.real_base; real_tasks and its tasks
     if opts.base is None:
         from tests.real_base import smollm2_folder
 
