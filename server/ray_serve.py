@@ -173,12 +173,20 @@ def build(settings: ServerSettings, book, gpus: float = 0):
     return Ingress.bind(replica.bind(settings, book), book, settings)
 
 
+# Seconds Ray Serve's controller waits on its HTTP proxy before it declares it dead (defaults 5 and 10).
+PROXY_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": 60, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": 30}
+
+
 def run_on_ray(settings: ServerSettings) -> None:
     """Join RAY_ADDRESS (or start a local Ray), run the application on `--host:--port` until
     interrupted (Ctrl-C or SIGTERM), then take it down: replicas shut their engines."""
     import ray
 
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")  # Ray's logs stay in its session folder
+    # Ray Serve kills a proxy not ready within 5 s of its start (a CI run: the cluster's start failed
+    # on 2 cores busy with engines compiling); a local Ray's controller inherits these
+    for name, seconds in PROXY_PATIENCE.items():
+        os.environ.setdefault(name, str(seconds))
     # Ray's token auth stays on (its default); its notice that it is on is nothing to act on
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its progress notes; ours is the line below

