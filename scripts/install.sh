@@ -41,13 +41,12 @@ what="loramux[$EXTRAS] from $lock (vLLM, peft, trl, bitsandbytes, ...)"
 # Bytecode is compiled here, once (~40 s): where PYTHONDONTWRITEBYTECODE is set (CI machines), Python
 # never writes it, and every process then compiled vLLM, torch and transformers afresh (23 s to import
 # them instead of 9; a vLLM server starts three such processes).
-compiled="the environment, compiling its bytecode"
 if [[ -n $uv && ,$EXTRAS, == ,$full, ]]; then  # the whole lock: sync also removes what it does not list
-  step "installing $what with uv" "$uv" pip sync --python "$VENV/bin/python" "$lock"
-  step "installing loramux itself (editable) into $compiled" \
-    "$uv" pip install --python "$VENV/bin/python" --no-deps --compile-bytecode -e .
+  step "installing $what with uv, compiling its bytecode" \
+    "$uv" pip sync --python "$VENV/bin/python" --compile-bytecode "$lock"
+  step "installing loramux itself (editable)" "$uv" pip install --python "$VENV/bin/python" --no-deps -e .
 elif [[ -n $uv ]]; then
-  step "installing $what with uv into $compiled" \
+  step "installing $what with uv, compiling its bytecode" \
     "$uv" pip install --python "$VENV/bin/python" --compile-bytecode -e ".[${EXTRAS}]" -c "$lock"
 else
   step "upgrading pip" "${pip[@]}" install --upgrade pip

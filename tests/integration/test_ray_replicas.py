@@ -2,7 +2,7 @@
 
 Checks adapter affinity (Ray Serve multiplexing by resolved version), one set of quotas for
 the cluster, identical `/v1/models`, per-replica metrics whose sums are exact, alias moves,
-the same greedy answers as one process, and a replica killed mid-load losing nothing.
+the same greedy answers as one process (PEFT's), and a replica killed mid-load losing nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.integration
 ADAPTERS = [f"acme/a{i}" for i in range(8)]
 QUOTA_RPM = 12
 REPLICA = "x-loramux-replica"
+ANSWER_TOKENS = 12
 
 
 @dataclass
@@ -57,7 +58,8 @@ def _answers(url: str, key: str) -> dict[str, str]:
     out = {}
     for model in ["tiny", *ADAPTERS]:
         r = httpx.post(f"{url}/v1/completions", headers={"authorization": f"Bearer {key}"},
-                       json={"model": model, "prompt": PROBE, "max_tokens": 12, "temperature": 0}, timeout=120)
+                       json={"model": model, "prompt": PROBE, "max_tokens": ANSWER_TOKENS, "temperature": 0},
+                       timeout=120)
         assert r.status_code == 200, r.text
         out[model] = r.json()["choices"][0]["text"]
     return out
@@ -82,15 +84,21 @@ def world(tiny_base: Path, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def single(world, tiny_base: Path) -> dict[str, str]:
-    """The same base, registry and keys served by one process, no Ray: its greedy answers."""
-    root, store, keys = world
-    with running_server(_args(tiny_base, store, root / "keys.json"), root / "single.log") as url:
-        return _answers(url, keys["acme"])
+def reference(world, tiny_base: Path) -> dict[str, str]:
+    """PEFT's greedy answers for the base and every adapter: what one process serves too
+    (test_mixed_batches holds one process to PEFT), without a third engine to start."""
+    from loramux.adapters.registry import Resolver
+    from tests.integration.test_mixed_batches import MAX_TOKENS, peft_outputs
+
+    _, store, _ = world
+    assert MAX_TOKENS == ANSWER_TOKENS
+    adapters = {name: Resolver(store).resolve(name).path for name in ADAPTERS}
+    return {model: text for (model, _), text in peft_outputs(tiny_base, adapters, ["tiny", *ADAPTERS],
+                                                               [PROBE]).items()}
 
 
 @pytest.fixture(scope="module")
-def cluster(world, single, tiny_base: Path):
+def cluster(world, tiny_base: Path):
     root, store, keys = world
     log = root / "ray.log"
     with running_server([*_args(tiny_base, store, root / "keys.json"), "--replicas", "2"], log, timeout=900) as url:
@@ -196,8 +204,8 @@ def test_metrics_carry_each_replica_and_their_sums_are_exact(cluster):
     assert 'loramux_engine_healthy{replica="' in text
 
 
-def test_greedy_answers_equal_one_process(cluster, single):
-    assert _answers(cluster.url, cluster.keys["acme"]) == single
+def test_greedy_answers_equal_one_process(cluster, reference):
+    assert _answers(cluster.url, cluster.keys["acme"]) == reference
 
 
 def test_an_alias_move_reaches_the_cluster_within_the_refresh(cluster):
