@@ -173,8 +173,13 @@ def build(settings: ServerSettings, book, gpus: float = 0):
     return Ingress.bind(replica.bind(settings, book), book, settings)
 
 
-# Seconds Ray Serve's controller waits on its HTTP proxy before it declares it dead (defaults 5 and 10).
-PROXY_PATIENCE = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": 60, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": 30}
+# Ray's defaults for a local Ray, where ours differ (a user's environment still wins):
+# - its workers run at nice 15, so the raylet stays responsive; ours are the server's engines, and on
+#   a machine with other work they starved (a CI run: the replicas took 7 min to start);
+# - its controller declares an HTTP proxy dead that is not ready within 5 s of its start or misses a
+#   10 s health check (a CI run: the cluster's start failed on 2 cores busy with engines compiling).
+RAY_DEFAULTS = {"RAY_worker_niceness": 0,
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": 60, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": 30}
 
 
 def run_on_ray(settings: ServerSettings) -> None:
@@ -183,10 +188,8 @@ def run_on_ray(settings: ServerSettings) -> None:
     import ray
 
     os.environ.setdefault("RAY_SERVE_LOG_TO_STDERR", "0")  # Ray's logs stay in its session folder
-    # Ray Serve kills a proxy not ready within 5 s of its start (a CI run: the cluster's start failed
-    # on 2 cores busy with engines compiling); a local Ray's controller inherits these
-    for name, seconds in PROXY_PATIENCE.items():
-        os.environ.setdefault(name, str(seconds))
+    for name, value in RAY_DEFAULTS.items():  # a local Ray's raylet and controller inherit them
+        os.environ.setdefault(name, str(value))
     # Ray's token auth stays on (its default); its notice that it is on is nothing to act on
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     logging.getLogger("ray.serve").setLevel(logging.WARNING)  # its progress notes; ours is the line below

@@ -223,6 +223,7 @@ def test_an_alias_move_reaches_the_cluster_within_the_refresh(cluster):
 def test_a_replica_killed_mid_load_loses_no_request_and_comes_back(cluster):
     before = _replica_processes(cluster)
     assert len(before) == 2
+    assert [p.nice() for p in before] == [0, 0]  # the engines are the server: not Ray's nice-15 workers
     models = ["tiny", *ADAPTERS[:4]]
 
     async def load():
