@@ -38,7 +38,7 @@ if [[ $lock == locks/cpu.txt && -n $uv ]]; then
   fi
 fi
 what="loramux[$EXTRAS] from $lock (vLLM, peft, trl, bitsandbytes, ...)"
-# Bytecode is compiled here, once (~40 s): where PYTHONDONTWRITEBYTECODE is set (CI machines), Python
+# Bytecode is compiled here, once (~25 s on 2 cores): where PYTHONDONTWRITEBYTECODE is set (CI machines), Python
 # never writes it, and every process then compiled vLLM, torch and transformers afresh (23 s to import
 # them instead of 9; a vLLM server starts three such processes).
 if [[ -n $uv && ,$EXTRAS, == ,$full, ]]; then  # the whole lock: sync also removes what it does not list

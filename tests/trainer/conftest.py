@@ -7,10 +7,6 @@ from pathlib import Path
 
 import pytest
 
-# One thread: on a small, busy CPU the tiny base trains ~5x faster than with torch's default.
-FAST = ["training.threads=1"]
-
-
 @pytest.fixture(scope="session")
 def pool():
     """The session's long trainings run here, side by side (pool.py)."""
