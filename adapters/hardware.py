@@ -29,6 +29,10 @@ ENV_FEATURES = "LORAMUX_CPU_FEATURES"
 """Overrides the CPU's answer: comma-separated FEATURES, empty for none (tests force each path)."""
 CPUINFO = Path("/proc/cpuinfo")
 SIXTEEN_BIT = ("bfloat16", "float16")
+BF16_MIN_HIDDEN = 512
+"""Below this hidden size bf16 does not pay even on a CPU with native bf16: the matmuls are too small
+for their speed-up to cover the conversions (docs/bench/dtype_auto.md, an AVX512-BF16 EPYC: hidden
+256 served at 0.88-0.92x float32, SmolLM2-135M's 576 at 1.14-1.21x)."""
 
 
 def cpu_features(cpuinfo: Path = CPUINFO) -> frozenset[str]:
@@ -49,16 +53,30 @@ def cpu_features(cpuinfo: Path = CPUINFO) -> frozenset[str]:
     return frozenset(flags) & frozenset(FEATURES)
 
 
-def checkpoint_dtype(base: Path | None) -> str | None:
-    """The dtype a model folder's config.json says its weights are stored in (None if it says nothing)."""
+def _config(base: Path | None) -> list[dict]:
+    """A model folder's config.json and its text model's part (multimodal configs nest it)."""
     try:
         config = json.loads((Path(base) / "config.json").read_text()) if base is not None else {}
     except (OSError, ValueError):
-        return None
-    for cfg in (config, config.get("text_config") or {}):
+        return []
+    return [config, config.get("text_config") or {}]
+
+
+def checkpoint_dtype(base: Path | None) -> str | None:
+    """The dtype a model folder's config.json says its weights are stored in (None if it says nothing)."""
+    for cfg in _config(base):
         found = cfg.get("dtype") or cfg.get("torch_dtype")
         if isinstance(found, str):
             return found.removeprefix("torch.")
+    return None
+
+
+def hidden_size(base: Path | None) -> int | None:
+    """The model's hidden size from its config.json (None if it says nothing)."""
+    for cfg in _config(base):
+        found = cfg.get("hidden_size")
+        if isinstance(found, int):
+            return found
     return None
 
 
@@ -78,7 +96,8 @@ def resolve_dtype(requested: str, base: Path | None = None, *, on_cpu: bool = Tr
     """`auto` made concrete for this machine; any other value is kept as asked.
 
     On CPU: bfloat16 where the CPU has native bf16, unless the checkpoint is float16 (bf16 would
-    round its weights); float32 otherwise, also for 16-bit checkpoints (upcast: exact, and fast).
+    round its weights) or the model is too small for bf16 to pay (BF16_MIN_HIDDEN); float32
+    otherwise, also for 16-bit checkpoints (upcast: exact, and fast).
     float16 is never chosen: nowhere measured faster. On GPU: `auto`, vLLM's own choice.
     """
     if requested != "auto":
@@ -91,7 +110,10 @@ def resolve_dtype(requested: str, base: Path | None = None, *, on_cpu: bool = Tr
     if not native:
         upcast = f" (the {stored} checkpoint runs upcast)" if stored in SIXTEEN_BIT else ""
         return DtypeChoice("float32", f"this CPU has no native bf16{upcast}")
+    has = f"this CPU has native bf16 ({', '.join(native)})"
     if stored == "float16":
-        return DtypeChoice("float32", f"the checkpoint is float16 (bf16 would round its weights), "
-                                      f"though this CPU has native bf16 ({', '.join(native)})")
-    return DtypeChoice("bfloat16", f"this CPU has native bf16 ({', '.join(native)})")
+        return DtypeChoice("float32", f"the checkpoint is float16 (bf16 would round its weights), though {has}")
+    if (hidden := hidden_size(base)) is not None and hidden < BF16_MIN_HIDDEN:
+        return DtypeChoice("float32", f"the model is too small for bf16 to pay (hidden size {hidden} < "
+                                      f"{BF16_MIN_HIDDEN}), though {has}")
+    return DtypeChoice("bfloat16", has)

@@ -23,9 +23,10 @@ def forced(cases: dict[str, str]) -> list:
     return [pytest.param(v, id=k, marks=pytest.mark.cpu_path(f"dtype auto: {v or 'none'}")) for k, v in cases.items()]
 
 
-def _base(tmp_path: Path, dtype: str | None, key: str = "dtype") -> Path:
+def _base(tmp_path: Path, dtype: str | None, key: str = "dtype", hidden: int | None = None) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", **({key: dtype} if dtype else {})}))
+    config = {"model_type": "llama", **({key: dtype} if dtype else {}), **({"hidden_size": hidden} if hidden else {})}
+    (tmp_path / "config.json").write_text(json.dumps(config))
     return tmp_path
 
 
@@ -39,12 +40,22 @@ def test_auto_is_float32_on_a_cpu_without_native_bf16(features, stored, monkeypa
 
 
 @pytest.mark.parametrize("features", forced(WITH_BF16))
-def test_auto_is_bfloat16_on_a_cpu_with_native_bf16(features, monkeypatch, tiny_base):
+def test_auto_is_bfloat16_on_a_cpu_with_native_bf16(features, monkeypatch, tmp_path):
     monkeypatch.setenv(ENV_FEATURES, features)
-    choice = resolve_dtype("auto", tiny_base)  # an fp32 checkpoint, as vLLM's auto would also turn to bf16
-    assert checkpoint_dtype(tiny_base) == "float32"
+    base = _base(tmp_path, "float32", hidden=576)  # SmolLM2-135M's shape, an fp32 checkpoint
+    choice = resolve_dtype("auto", base)
+    assert checkpoint_dtype(base) == "float32"
     assert choice.dtype == "bfloat16"
     assert str(choice) == f"dtype bfloat16: this CPU has native bf16 ({features.split(',')[-1]})"
+
+
+@pytest.mark.parametrize("features", forced(WITH_BF16))
+def test_a_model_too_small_for_bf16_to_pay_stays_float32(features, monkeypatch, tiny_base):
+    monkeypatch.setenv(ENV_FEATURES, features)
+    choice = resolve_dtype("auto", tiny_base)  # hidden 256: measured slower in bf16 on an AVX512-BF16 CPU
+    assert choice.dtype == "float32"
+    assert str(choice) == (f"dtype float32: the model is too small for bf16 to pay (hidden size 256 < 512), "
+                           f"though this CPU has native bf16 ({features.split(',')[-1]})")
 
 
 def test_a_float16_checkpoint_is_not_rounded_to_bf16(monkeypatch, tmp_path):
@@ -53,11 +64,12 @@ def test_a_float16_checkpoint_is_not_rounded_to_bf16(monkeypatch, tmp_path):
     assert resolve_dtype("auto", _base(tmp_path / "b", "bfloat16")).dtype == "bfloat16"
 
 
-def test_an_asked_dtype_is_kept_and_gpu_leaves_auto_to_vllm(monkeypatch, tiny_base):
+def test_an_asked_dtype_is_kept_and_gpu_leaves_auto_to_vllm(monkeypatch, tiny_base, tmp_path):
     monkeypatch.setenv(ENV_FEATURES, "avx2")
     assert str(resolve_dtype("bfloat16", tiny_base)) == "dtype bfloat16: as asked"
     assert resolve_dtype("auto", tiny_base, on_cpu=False).dtype == "auto"
-    assert resolve_dtype("auto", tiny_base, features=frozenset({"amx_bf16"})).dtype == "bfloat16"
+    wide = _base(tmp_path, "float32", hidden=576)
+    assert resolve_dtype("auto", wide, features=frozenset({"amx_bf16"})).dtype == "bfloat16"
 
 
 def test_features_come_from_cpuinfo_flags_unless_forced(monkeypatch, tmp_path):

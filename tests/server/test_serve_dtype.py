@@ -40,14 +40,23 @@ def engine_args(monkeypatch) -> list:
     return seen
 
 
-@pytest.mark.parametrize("features, dtype, why", [
-    pytest.param(*case, marks=pytest.mark.cpu_path(f"dtype auto: {case[0]}"), id=case[0]) for case in [
-        ("avx2", "float32", "this CPU has no native bf16"),
-        ("avx2,avx512f", "float32", "this CPU has no native bf16"),
-        ("avx2,avx512f,avx512_bf16", "bfloat16", "this CPU has native bf16 (avx512_bf16)"),
-        ("avx2,avx512f,amx_bf16", "bfloat16", "this CPU has native bf16 (amx_bf16)")]])
-def test_auto_reaches_vllm_as_the_dtype_this_cpu_computes_fast(features, dtype, why, engine_args, monkeypatch,
-                                                               capsys, tiny_base: Path):
+SMALL = "the model is too small for bf16 to pay (hidden size 256 < 512), though "
+
+
+# min_hidden 0 serves the tiny base as a model big enough for bf16 (loramux.adapters.hardware.BF16_MIN_HIDDEN)
+@pytest.mark.parametrize("features, min_hidden, dtype, why", [
+    pytest.param(*case, marks=pytest.mark.cpu_path(f"dtype auto: {case[0]}"), id=f"{case[0]}-{case[1]}")
+    for case in [
+        ("avx2", 512, "float32", "this CPU has no native bf16"),
+        ("avx2,avx512f", 512, "float32", "this CPU has no native bf16"),
+        ("avx2,avx512f,avx512_bf16", 512, "float32", SMALL + "this CPU has native bf16 (avx512_bf16)"),
+        ("avx2,avx512f,avx512_bf16", 0, "bfloat16", "this CPU has native bf16 (avx512_bf16)"),
+        ("avx2,avx512f,amx_bf16", 0, "bfloat16", "this CPU has native bf16 (amx_bf16)")]])
+def test_auto_reaches_vllm_as_the_dtype_this_cpu_computes_fast(features, min_hidden, dtype, why, engine_args,
+                                                               monkeypatch, capsys, tiny_base: Path):
+    from loramux.adapters import hardware
+
+    monkeypatch.setattr(hardware, "BF16_MIN_HIDDEN", min_hidden)
     monkeypatch.setenv(ENV_FEATURES, features)
     monkeypatch.delenv("LORAMUX_DTYPE", raising=False)
     engine = asyncio.run(start_vllm_engine(ServerSettings(base=tiny_base, served_name="tiny")))

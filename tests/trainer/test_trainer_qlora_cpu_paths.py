@@ -35,7 +35,7 @@ PATHS = ["avx512bf16", "plain"]
 
 
 def force_path(mp: pytest.MonkeyPatch, path: str) -> None:
-    """Make bitsandbytes build its 4-bit layers, and loramux pick its `auto` dtype (evaluation in
+    """Make bitsandbytes build its 4-bit layers, and loramux read the CPU (its `auto` dtype for evaluation:
     bf16 or fp32, see loramux.adapters.hardware), as on a CPU with (or without) AVX512-BF16."""
     import bitsandbytes.nn.modules as bnb_modules
 

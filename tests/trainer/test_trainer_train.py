@@ -37,7 +37,8 @@ def test_run_leaves_metrics_loss_curve_tensorboard_and_checkpoints(fixture, requ
 
 @pytest.mark.parametrize("fixture", ["lora_tenant", "qlora_tenant"])
 def test_the_manifest_records_the_dtype_the_adapter_trained_in(fixture, request):
-    """CPU training keeps fp32 LoRA factors; evaluation's dtype (bf16 on a CPU with native bf16) is not recorded."""
+    """CPU training keeps fp32 LoRA factors; evaluation's dtype (bf16 on a CPU with native bf16, for a
+    big enough model) is not recorded."""
     assert request.getfixturevalue(fixture).manifest.dtype == "float32"
 
 
