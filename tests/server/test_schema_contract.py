@@ -90,9 +90,12 @@ def test_state_refusals_are_conflicts_not_bad_requests(client: TestClient):
         assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", (path, r.text)
 
 
-def test_schemathesis_finds_no_server_error_and_no_conformance_failure(engine: FakeEngine, adapter_dir: Path,
-                                                                       tiny_base: Path):
-    """Every phase and check of `st run`, bounded; the fuzz may unload and pin, so it gets its own app."""
+def test_schemathesis_finds_no_server_error_and_no_conformance_failure(adapter_dir: Path, tiny_base: Path):
+    """Every phase and check of `st run`, bounded; the fuzz may unload and pin, so it gets its own app.
+    Its engine has the tiny base's context (512), as the real-engine fuzz does: in 128 tokens a
+    two-message chat with a tool did not fit (a CI run), and the fuzz counts that 400 as a valid
+    request refused."""
+    engine = FakeEngine(base_name="tiny", max_model_len=512)
     settings = ServerSettings(base=tiny_base, served_name="tiny", admin_key=ADMIN, admin_paths=[adapter_dir.parent],
                               adapters={"acme/support": adapter_dir, "globex/sales": adapter_dir})
 
