@@ -62,22 +62,19 @@ def _config(base: Path | None) -> list[dict]:
     return [config, config.get("text_config") or {}]
 
 
+def _first(configs: list[dict], keys: tuple[str, ...], kind: type):
+    """The first value of one of `keys` that is a `kind`, in the config, then its text part."""
+    return next((v for cfg in configs for k in keys if isinstance(v := cfg.get(k), kind)), None)
+
+
+def _stored(configs: list[dict]) -> str | None:
+    found = _first(configs, ("dtype", "torch_dtype"), str)
+    return found.removeprefix("torch.") if found else None
+
+
 def checkpoint_dtype(base: Path | None) -> str | None:
     """The dtype a model folder's config.json says its weights are stored in (None if it says nothing)."""
-    for cfg in _config(base):
-        found = cfg.get("dtype") or cfg.get("torch_dtype")
-        if isinstance(found, str):
-            return found.removeprefix("torch.")
-    return None
-
-
-def hidden_size(base: Path | None) -> int | None:
-    """The model's hidden size from its config.json (None if it says nothing)."""
-    for cfg in _config(base):
-        found = cfg.get("hidden_size")
-        if isinstance(found, int):
-            return found
-    return None
+    return _stored(_config(base))
 
 
 @dataclass(frozen=True)
@@ -106,14 +103,15 @@ def resolve_dtype(requested: str, base: Path | None = None, *, on_cpu: bool = Tr
         return DtypeChoice("auto", "vLLM's choice on GPU")
     have = cpu_features() if features is None else features
     native = [f for f in NATIVE_BF16 if f in have]
-    stored = checkpoint_dtype(base)
+    configs = _config(base)  # read once: the stored dtype and the width both come from it
+    stored = _stored(configs)
     if not native:
         upcast = f" (the {stored} checkpoint runs upcast)" if stored in SIXTEEN_BIT else ""
         return DtypeChoice("float32", f"this CPU has no native bf16{upcast}")
     has = f"this CPU has native bf16 ({', '.join(native)})"
     if stored == "float16":
         return DtypeChoice("float32", f"the checkpoint is float16 (bf16 would round its weights), though {has}")
-    if (hidden := hidden_size(base)) is not None and hidden < BF16_MIN_HIDDEN:
+    if (hidden := _first(configs, ("hidden_size",), int)) is not None and hidden < BF16_MIN_HIDDEN:
         return DtypeChoice("float32", f"the model is too small for bf16 to pay (hidden size {hidden} < "
                                       f"{BF16_MIN_HIDDEN}), though {has}")
     return DtypeChoice("bfloat16", has)

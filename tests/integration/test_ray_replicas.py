@@ -20,6 +20,8 @@ import psutil
 import pytest
 
 from tests.integration.conftest import running_server
+from tests.integration.test_mixed_batches import MAX_TOKENS as ANSWER_TOKENS  # the PEFT reference's length
+from tests.integration.test_mixed_batches import peft_outputs
 from tests.lora_factory import PROBE, distinct_loras, random_lora
 
 pytestmark = pytest.mark.integration
@@ -27,7 +29,6 @@ pytestmark = pytest.mark.integration
 ADAPTERS = [f"acme/a{i}" for i in range(8)]
 QUOTA_RPM = 12
 REPLICA = "x-loramux-replica"
-ANSWER_TOKENS = 12
 
 
 @dataclass
@@ -88,10 +89,8 @@ def reference(world, tiny_base: Path) -> dict[str, str]:
     """PEFT's greedy answers for the base and every adapter: what one process serves too
     (test_mixed_batches holds one process to PEFT), without a third engine to start."""
     from loramux.adapters.registry import Resolver
-    from tests.integration.test_mixed_batches import MAX_TOKENS, peft_outputs
 
     _, store, _ = world
-    assert MAX_TOKENS == ANSWER_TOKENS
     adapters = {name: Resolver(store).resolve(name).path for name in ADAPTERS}
     return {model: text for (model, _), text in peft_outputs(tiny_base, adapters, ["tiny", *ADAPTERS],
                                                                [PROBE]).items()}
